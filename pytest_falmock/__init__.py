@@ -1,0 +1,22 @@
+"""pytest-falmock: a local, deterministic stand-in for the fal.ai API in every test."""
+
+from __future__ import annotations
+
+from ._client_patch import FalClientPatchError
+from ._fixture_files import FixtureFileError
+from ._mock import FalMock
+from ._options import FalMockUsageError
+from ._records import FalRequest, Upload, WebhookDelivery
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FalClientPatchError",
+    "FalMock",
+    "FalMockUsageError",
+    "FalRequest",
+    "FixtureFileError",
+    "Upload",
+    "WebhookDelivery",
+    "__version__",
+]

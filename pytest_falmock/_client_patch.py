@@ -1,0 +1,148 @@
+"""Point the real Python ``fal_client`` at the mock - the only module that knows its internals.
+
+Recipe (verified against fal-client 0.5 - 1.0.3): patch the URL constants of
+``fal_client.client`` (read at call time), set a dummy ``FAL_KEY``, let 127.0.0.1 bypass HTTP
+proxies, and drop the cached ``_auth``/``_client``/``_token_manager`` of the module-level
+clients so they are rebuilt against the patched URLs.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import metadata
+from types import ModuleType
+from typing import Any, Optional
+
+from ._constants import DUMMY_FAL_KEY
+
+CACHED = ("_auth", "_client", "_token_manager")
+REQUIRED = ("RUN_URL_FORMAT", "QUEUE_URL_FORMAT", "CDN_URL", "REALTIME_URL_FORMAT")
+_UNSET = object()
+
+
+class FalClientPatchError(RuntimeError):
+    """The installed fal_client lacks something the redirect needs: refuse to run against fal.ai."""
+
+
+def _version() -> tuple[int, ...]:
+    try:
+        text = metadata.version("fal-client")
+    except metadata.PackageNotFoundError:
+        return (0,)
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def import_fal_client() -> Optional[tuple[ModuleType, ModuleType]]:
+    try:
+        import fal_client
+        import fal_client.client as client_module
+    except ImportError:
+        return None
+    return fal_client, client_module
+
+
+class FalClientPatch:
+    """Apply with :meth:`apply`, undo with :meth:`undo` (both idempotent)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._saved_attrs: list[tuple[Any, str, Any]] = []
+        self._saved_env: list[tuple[str, Optional[str]]] = []
+        self._modules: Optional[tuple[ModuleType, ModuleType]] = None
+
+    @property
+    def active(self) -> bool:
+        return self._modules is not None
+
+    def targets(self, client_module: ModuleType) -> dict[str, str]:
+        root = self.base_url + "/fal"
+        targets = {
+            "RUN_URL_FORMAT": root + "/run/",
+            "QUEUE_URL_FORMAT": root + "/queue/",
+            "CDN_URL": root + "/cdn",
+            "REALTIME_URL_FORMAT": root.replace("http", "ws", 1) + "/run/",
+        }
+        if hasattr(client_module, "REST_URL"):
+            targets["REST_URL"] = root + "/rest"
+        elif _version() >= (0, 5, 9):
+            raise FalClientPatchError(
+                "fal_client.client.REST_URL is missing from this fal_client version; pytest-falmock "
+                "cannot redirect uploads, so it refuses to let the test reach the real fal.ai. "
+                "Pin a supported fal-client or opt out with @pytest.mark.fal_mock(patch_client=False)."
+            )
+        if hasattr(client_module, "FAL_CDN_FALLBACK_URL"):
+            targets["FAL_CDN_FALLBACK_URL"] = root + "/cdn"
+        return targets
+
+    def apply(self) -> bool:
+        """Redirect fal_client; False when fal_client is not installed."""
+        if self.active:
+            return True
+        modules = import_fal_client()
+        if modules is None:
+            return False
+        fal_client, client_module = modules
+        missing = [name for name in REQUIRED if not hasattr(client_module, name)]
+        if missing:
+            raise FalClientPatchError(
+                f"fal_client.client has no {', '.join(missing)} in this fal_client version; "
+                "pytest-falmock cannot redirect it, so it refuses to let the test reach the real "
+                "fal.ai. Pin a supported fal-client or opt out with "
+                "@pytest.mark.fal_mock(patch_client=False)."
+            )
+        for name, value in self.targets(client_module).items():
+            self._set(client_module, name, value)
+        self._env("FAL_KEY", DUMMY_FAL_KEY)
+        for name in ("FAL_KEY_ID", "FAL_KEY_SECRET", "FAL_FORCE_AUTH_BY_USER"):
+            self._env(name, None)
+        for name in ("NO_PROXY", "no_proxy"):
+            current = os.environ.get(name, "")
+            hosts = [h for h in current.split(",") if h.strip()]
+            for host in ("127.0.0.1", "localhost"):
+                if host not in hosts:
+                    hosts.append(host)
+            self._env(name, ",".join(hosts))
+        self._modules = modules
+        self._drop_cached(fal_client)
+        return True
+
+    def undo(self) -> None:
+        if self._modules is None:
+            return
+        fal_client, _ = self._modules
+        for target, name, old in reversed(self._saved_attrs):
+            setattr(target, name, old)
+        for name, value in reversed(self._saved_env):
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_attrs.clear()
+        self._saved_env.clear()
+        self._drop_cached(fal_client)  # never leak clients bound to the mock
+        self._modules = None
+
+    def _set(self, target: Any, name: str, value: Any) -> None:
+        self._saved_attrs.append((target, name, getattr(target, name)))
+        setattr(target, name, value)
+
+    def _env(self, name: str, value: Optional[str]) -> None:
+        self._saved_env.append((name, os.environ.get(name)))
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+    @staticmethod
+    def _drop_cached(fal_client: ModuleType) -> None:
+        for attr in ("sync_client", "async_client"):
+            client = getattr(fal_client, attr, None)
+            if client is None:
+                continue
+            state = getattr(client, "__dict__", {})
+            for cached in CACHED:
+                state.pop(cached, None)

@@ -1,0 +1,34 @@
+"""fal.ai's own words, defined once."""
+
+from __future__ import annotations
+
+from typing import Final
+
+IN_QUEUE: Final = "IN_QUEUE"
+IN_PROGRESS: Final = "IN_PROGRESS"
+COMPLETED: Final = "COMPLETED"
+
+CANCELLED_MESSAGE: Final = "Request was cancelled"
+CANCELLED_ERROR_TYPE: Final = "request_cancelled"
+
+REQUEST_ID_HEADER: Final = "x-fal-request-id"
+ERROR_TYPE_HEADER: Final = "x-fal-error-type"
+TARGET_URL_HEADER: Final = "x-fal-target-url"
+TARGET_HOST_HEADER: Final = "x-fal-target-host"
+
+#: The dummy key the plugin puts in ``FAL_KEY`` while a test runs.
+DUMMY_FAL_KEY: Final = "falmock-dummy-key"
+
+#: Prefix of every route served by the mock (what ``withProxy({targetUrl})`` points at).
+PROXY_PREFIX: Final = "/fal"
+
+#: Endpoint-id namespaces that take one extra path segment (``workflows/owner/app``).
+NAMESPACES: Final = frozenset({"workflows", "comfy"})
+
+#: fal hosts, by the service they stand for.
+QUEUE_HOSTS: Final = frozenset({"queue.fal.run", "queue.falrun.com"})
+RUN_HOSTS: Final = frozenset({"fal.run", "falrun.com"})
+REST_HOSTS: Final = frozenset({"rest.fal.ai", "rest.alpha.fal.ai"})
+CDN_HOSTS: Final = frozenset({"v3.fal.media", "v3b.fal.media", "fal.media"})
+
+REDACTED: Final = "[REDACTED]"

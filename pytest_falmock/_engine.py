@@ -1,0 +1,283 @@
+"""The engine: acts on an :class:`Operation` - matches fixtures, runs jobs, renders fal's shapes.
+
+It knows nothing of werkzeug or pytest. The tables in the README (queue lifecycle, polling
+realism) are implemented here, in the same order.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterator, Optional
+
+from . import _routing as r
+from ._constants import ERROR_TYPE_HEADER, REQUEST_ID_HEADER
+from ._fixtures import Fixture, Kind
+from ._jobs import Job
+from ._records import FalRequest, UnmatchedRequest, Upload
+from ._reply import Reply, detail
+from ._stores import Stores
+
+#: Seconds a streamed status waits between polls while a job's latency runs.
+STREAM_POLL_INTERVAL = 0.05
+
+CompletionListener = Callable[[Job], None]
+
+
+def _safe_name(name: str, default: str = "upload.bin") -> str:
+    cleaned = name.replace("/", "_").replace("\\", "_").replace("\x00", "").strip()
+    return cleaned if cleaned not in ("", ".", "..") else default
+
+
+class Engine:
+    def __init__(self, stores: Stores) -> None:
+        self.stores = stores
+        #: Called (outside the lock) with every job that reaches COMPLETED.
+        self.completion_listeners: list[CompletionListener] = []
+        self._handlers: dict[str, Callable[[r.Operation], Reply]] = {
+            r.QUEUE_SUBMIT: self._submit,
+            r.QUEUE_STATUS: self._status,
+            r.QUEUE_STATUS_STREAM: self._status_stream,
+            r.QUEUE_RESULT: self._result,
+            r.QUEUE_CANCEL: self._cancel,
+            r.RUN: self._run,
+            r.RUN_STREAM: self._stream,
+            r.STORAGE_TOKEN: self._storage_token,
+            r.STORAGE_INITIATE: self._storage_initiate,
+            r.REALTIME_TOKEN: self._realtime,
+            r.CDN_UPLOAD: self._cdn_upload,
+            r.FILES_PUT: self._file_put,
+            r.FILES_GET: self._file_get,
+        }
+
+    # -- entry points -------------------------------------------------------------------
+    def handle(self, op: r.Operation) -> Reply:
+        reply = self._handlers[op.route](op)
+        request_id = op.request_id or reply.headers.get(REQUEST_ID_HEADER)
+        self.stores.record(
+            FalRequest(
+                method=op.method,
+                path=op.path,
+                route=op.route,
+                model=op.model,
+                request_id=request_id,
+                input=op.input,
+                query=dict(op.query),
+                headers=op.headers.redacted(),
+                status_code=reply.status,
+                body=op.body,
+            )
+        )
+        return reply
+
+    def record_rejected(
+        self, method: str, path: str, query: dict[str, str], headers: Any, error: r.RouteError, body: bytes
+    ) -> None:
+        self.stores.record(
+            FalRequest(
+                method=method,
+                path=path,
+                route=error.route,
+                model=error.model,
+                request_id=None,
+                input=None,
+                query=query,
+                headers=headers.redacted(),
+                status_code=error.status,
+                body=body,
+            )
+        )
+
+    # -- matching -----------------------------------------------------------------------
+    def _claim(self, op: r.Operation, kind: Kind) -> tuple[Optional[Fixture], Optional[Reply]]:
+        assert op.model is not None
+        fixture, reasons = self.stores.claim(kind, op.model, op.input)
+        if fixture is not None:
+            return fixture, None
+        self.stores.record_unmatched(
+            UnmatchedRequest(op.method, op.path, op.route, op.model, op.input, tuple(reasons))
+        )
+        message = f"fal_mock: no fixture matches model {op.model!r} ({kind} request)"
+        return None, Reply(404, {"detail": message, "error_type": "no_fixture_match", "model": op.model})
+
+    def _completed(self, job: Job) -> None:
+        for listener in self.completion_listeners:
+            listener(job)
+
+    # -- queue --------------------------------------------------------------------------
+    def _submit(self, op: r.Operation) -> Reply:
+        fixture, miss = self._claim(op, "queue")
+        if fixture is None:
+            assert miss is not None
+            return miss
+        assert op.model is not None
+        request_id = str(uuid.uuid4())
+        job = Job(
+            request_id=request_id,
+            model=op.model,
+            input=op.input,
+            config=self.stores.queue_config,
+            base_url=op.base_url,
+            result_status=fixture.status,
+            result_body=fixture.render(op.input),
+            error_type=fixture.error_type,
+            latency=fixture.latency,
+            webhook_url=op.query.get("fal_webhook") or None,
+        )
+        self.stores.add_job(job)
+        if job.done:
+            self._completed(job)
+        body = {
+            "request_id": request_id,
+            "status_url": job.url + "/status",
+            "response_url": job.url,
+            "cancel_url": job.url + "/cancel",
+            "queue_position": job.config.in_progress,
+            "status": "IN_QUEUE",
+        }
+        return Reply(200, body, {REQUEST_ID_HEADER: request_id})
+
+    def _job(self, op: r.Operation) -> tuple[Optional[Job], Optional[Reply]]:
+        assert op.request_id is not None
+        job = self.stores.job(op.request_id)
+        if job is None:
+            return None, detail(404, f"Request {op.request_id} not found")
+        return job, None
+
+    def _poll(self, job: Job) -> tuple[int, dict[str, Any]]:
+        with self.stores.lock:
+            just_completed = job.poll()
+            body = job.status_body()
+        if just_completed:
+            self._completed(job)
+        return (200 if job.done else 202), body
+
+    def _status(self, op: r.Operation) -> Reply:
+        job, missing = self._job(op)
+        if job is None:
+            assert missing is not None
+            return missing
+        status, body = self._poll(job)
+        return Reply(status, body, {REQUEST_ID_HEADER: job.request_id})
+
+    def _status_stream(self, op: r.Operation) -> Reply:
+        job, missing = self._job(op)
+        if job is None:
+            assert missing is not None
+            return missing
+
+        def events() -> Iterator[Any]:
+            while True:
+                _, body = self._poll(job)
+                yield body
+                if job.done:
+                    return
+                if job.polls >= job.config.completed:  # only latency holds it back
+                    time.sleep(STREAM_POLL_INTERVAL)
+
+        return Reply(200, None, {REQUEST_ID_HEADER: job.request_id}, events=events())
+
+    def _result(self, op: r.Operation) -> Reply:
+        job, missing = self._job(op)
+        if job is None:
+            assert missing is not None
+            return missing
+        headers = {REQUEST_ID_HEADER: job.request_id}
+        with self.stores.lock:
+            if not job.done:
+                return Reply(202, job.status_body(), headers)
+        if job.cancelled:
+            return Reply(400, {"detail": job.error}, headers)
+        if job.result_status >= 400 and job.error_type:
+            headers[ERROR_TYPE_HEADER] = job.error_type
+        return Reply(job.result_status, job.result_body, headers)
+
+    def _cancel(self, op: r.Operation) -> Reply:
+        job, missing = self._job(op)
+        if job is None:
+            assert missing is not None
+            return missing
+        with self.stores.lock:
+            cancelled = job.cancel()
+        if not cancelled:
+            return Reply(400, {"status": "ALREADY_COMPLETED"})
+        self._completed(job)
+        return Reply(200, {"status": "CANCELLED"})
+
+    # -- synchronous runs ---------------------------------------------------------------
+    def _run(self, op: r.Operation) -> Reply:
+        fixture, miss = self._claim(op, "run")
+        if fixture is None:
+            assert miss is not None
+            return miss
+        if fixture.latency > 0:
+            time.sleep(fixture.latency)
+        headers = {REQUEST_ID_HEADER: str(uuid.uuid4())}
+        if fixture.status >= 400 and fixture.error_type:
+            headers[ERROR_TYPE_HEADER] = fixture.error_type
+        return Reply(fixture.status, fixture.render(op.input), headers)
+
+    def _stream(self, op: r.Operation) -> Reply:
+        fixture, miss = self._claim(op, "stream")
+        if fixture is None:
+            assert miss is not None
+            return miss
+        assert fixture.events is not None
+        if fixture.latency > 0:
+            time.sleep(fixture.latency)
+        events = list(fixture.events)
+        return Reply(200, None, {REQUEST_ID_HEADER: str(uuid.uuid4())}, events=iter(events))
+
+    # -- storage ------------------------------------------------------------------------
+    def _file_url(self, op: r.Operation, name: str) -> tuple[tuple[str, str], str]:
+        file_id = uuid.uuid4().hex
+        safe = _safe_name(name)
+        return (file_id, safe), f"{op.base_url}/fal/files/{file_id}/{safe}"
+
+    def _storage_token(self, op: r.Operation) -> Reply:
+        expires = datetime.now(timezone.utc) + timedelta(hours=1)
+        return Reply(
+            200,
+            {
+                "token": secrets.token_hex(16),
+                "token_type": "Bearer",
+                "base_url": f"{op.base_url}/fal/cdn",
+                "expires_at": expires.isoformat(),
+            },
+        )
+
+    def _cdn_upload(self, op: r.Operation) -> Reply:
+        name = op.headers.get("x-fal-file-name", "")
+        content_type = op.headers.get("content-type", "application/octet-stream")
+        key, url = self._file_url(op, name)
+        self.stores.add_upload(key, Upload(url, key[1], content_type, op.body, via="cdn"))
+        return Reply(200, {"access_url": url})
+
+    def _storage_initiate(self, op: r.Operation) -> Reply:
+        spec = op.input if isinstance(op.input, dict) else {}
+        name = spec.get("file_name") or spec.get("filename") or ""
+        _, url = self._file_url(op, str(name))
+        return Reply(200, {"upload_url": url, "file_url": url})
+
+    def _file_put(self, op: r.Operation) -> Reply:
+        assert op.file_id is not None
+        assert op.file_name is not None
+        url = f"{op.base_url}/fal/files/{op.file_id}/{op.file_name}"
+        content_type = op.headers.get("content-type", "application/octet-stream")
+        upload = Upload(url, op.file_name, content_type, op.body, via="storage")
+        self.stores.add_upload((op.file_id, op.file_name), upload)
+        return Reply(200, {"file_url": url})
+
+    def _file_get(self, op: r.Operation) -> Reply:
+        assert op.file_id is not None
+        assert op.file_name is not None
+        with self.stores.lock:
+            upload = self.stores.uploads.get((op.file_id, op.file_name))
+        if upload is None:
+            return detail(404, f"No uploaded file at {op.path}")
+        return Reply(200, raw=upload.data, content_type=upload.content_type)
+
+    def _realtime(self, op: r.Operation) -> Reply:
+        return detail(501, "realtime is not supported by fal_mock")

@@ -1,0 +1,136 @@
+"""JSON fixture files (the seed's format), validated entry by entry.
+
+``{"fixtures": [{"match": {"model": "fal-ai/flux/dev", "endpoint": "fal"},
+                 "response": {"json": {...}}}]}``
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+from ._fixtures import Fixture
+from ._payloads import constant
+
+MATCH_KEYS = {"model", "model_regex", "endpoint", "input", "route"}
+RESPONSE_KEYS = {"json", "status", "error_type"}
+ENTRY_KEYS = {"match", "response", "times", "latency"}
+
+
+class FixtureFileError(ValueError):
+    """A fixture file that cannot be loaded; the message names the file and the entry."""
+
+
+def fixture_files(path: Path) -> list[Path]:
+    """``path`` itself, or the ``*.json`` files of a directory in name order."""
+    if path.is_dir():
+        return sorted(p for p in path.glob("*.json") if p.is_file())
+    if not path.exists():
+        raise FixtureFileError(f"fal fixture file {path} does not exist")
+    return [path]
+
+
+def load_path(path: Path) -> list[Fixture]:
+    fixtures: list[Fixture] = []
+    for file in fixture_files(path):
+        fixtures.extend(load_file(file))
+    return fixtures
+
+
+def read_document(file: Path) -> Any:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FixtureFileError(f"fal fixture file {file}: cannot be read: {exc}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise FixtureFileError(f"fal fixture file {file}: invalid JSON: {exc}") from None
+
+
+def load_file(file: Path) -> list[Fixture]:
+    return parse_document(read_document(file), str(file))
+
+
+def parse_document(doc: Any, source: str) -> list[Fixture]:
+    """Validate a whole ``{"fixtures": [...]}`` document; ``source`` names it in errors."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("fixtures"), list):
+        raise FixtureFileError(
+            f'fal fixture file {source}: expected an object with a "fixtures" list, '
+            'e.g. {"fixtures": [{"match": {"model": "fal-ai/flux/dev"}, "response": {"json": {}}}]}'
+        )
+    return [parse_entry(entry, f"{source}: fixtures[{i}]") for i, entry in enumerate(doc["fixtures"])]
+
+
+def _fail(where: str, message: str) -> FixtureFileError:
+    return FixtureFileError(f"fal fixture file {where}: {message}")
+
+
+def _object(value: Any, where: str, allowed: set[str]) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(where, f"expected an object, got {json.dumps(value)[:60]}")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise _fail(where, f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+    return value
+
+
+def parse_entry(entry: Any, where: str) -> Fixture:
+    entry = _object(entry, where, ENTRY_KEYS)
+    match = _object(entry.get("match"), f"{where}.match", MATCH_KEYS)
+    response = _object(entry.get("response"), f"{where}.response", RESPONSE_KEYS)
+
+    endpoint = match.get("endpoint", "fal")
+    if endpoint != "fal":
+        raise _fail(f"{where}.match.endpoint", f'must be "fal", got {endpoint!r}')
+    model: str | re.Pattern[str]
+    if ("model" in match) == ("model_regex" in match):
+        raise _fail(f"{where}.match", 'needs exactly one of "model" or "model_regex"')
+    if "model" in match:
+        model = match["model"]
+        if not isinstance(model, str) or not model:
+            raise _fail(f"{where}.match.model", f"expected a non-empty string, got {model!r}")
+    else:
+        pattern = match["model_regex"]
+        if not isinstance(pattern, str):
+            raise _fail(f"{where}.match.model_regex", f"expected a string, got {pattern!r}")
+        try:
+            model = re.compile(pattern)
+        except re.error as exc:
+            raise _fail(f"{where}.match.model_regex", f"invalid regular expression: {exc}") from None
+    route = match.get("route")
+    if route not in (None, "queue", "run"):
+        raise _fail(f"{where}.match.route", f'must be "queue" or "run", got {route!r}')
+    match_input = match.get("input")
+    if match_input is not None and not isinstance(match_input, dict):
+        raise _fail(f"{where}.match.input", f"expected an object, got {match_input!r}")
+
+    if "json" not in response:
+        raise _fail(f"{where}.response", 'needs a "json" body')
+    status = response.get("status", 200)
+    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+        raise _fail(f"{where}.response.status", f"expected an HTTP status 200-599, got {status!r}")
+    error_type = response.get("error_type")
+    if error_type is not None and not isinstance(error_type, str):
+        raise _fail(f"{where}.response.error_type", f"expected a string, got {error_type!r}")
+    times = entry.get("times")
+    if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
+        raise _fail(f"{where}.times", f"expected a positive integer, got {times!r}")
+    latency = entry.get("latency", 0)
+    if isinstance(latency, bool) or not isinstance(latency, (int, float)) or latency < 0:
+        raise _fail(f"{where}.latency", f"expected a non-negative number of seconds, got {latency!r}")
+
+    shown = model if isinstance(model, str) else f"/{model.pattern}/"
+    return Fixture(
+        model=model,
+        render=constant(response["json"]),
+        label=f"{where} (model {shown})",
+        status=status,
+        route=route,
+        match_input=match_input,
+        times=times,
+        latency=float(latency),
+        error_type=error_type,
+    )

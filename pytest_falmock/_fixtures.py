@@ -1,0 +1,97 @@
+"""Registered responses ("fixtures") and how a request is matched against them."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Mapping, Optional, Pattern, Sequence, Union
+
+Route = Literal["queue", "run"]
+#: What a request asks for: a queue submit, a synchronous run, or a streamed run.
+Kind = Literal["queue", "run", "stream"]
+ModelSpec = Union[str, Pattern[str]]
+InputMatcher = Union[Mapping[str, Any], Callable[[Any], bool], None]
+
+
+def describe_model(model: ModelSpec) -> str:
+    if isinstance(model, str):
+        return repr(model)
+    return f"re.compile({model.pattern!r})"
+
+
+def summarize(value: Any, limit: int = 120) -> str:
+    """A one-line, bounded rendering of a request input for messages."""
+    try:
+        text = json.dumps(value, sort_keys=True, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_subset(expected: Any, actual: Any) -> bool:
+    """``expected`` dict keys all present in ``actual`` with equal values (dicts recursively)."""
+    if isinstance(expected, Mapping):
+        if not isinstance(actual, Mapping):
+            return False
+        return all(k in actual and is_subset(v, actual[k]) for k, v in expected.items())
+    return bool(expected == actual)
+
+
+@dataclass(eq=False)
+class Fixture:
+    """One registered response. Mutable only in ``used`` (guarded by the store's lock)."""
+
+    model: ModelSpec
+    render: Callable[[Any], Any]
+    label: str
+    status: int = 200
+    route: Optional[Route] = None
+    match_input: InputMatcher = None
+    times: Optional[int] = None
+    latency: float = 0.0
+    error_type: Optional[str] = None
+    events: Optional[Sequence[Any]] = None
+    used: int = field(default=0)
+
+    @property
+    def is_stream(self) -> bool:
+        return self.events is not None
+
+    def reject_reason(self, kind: Kind, model: str, request_input: Any) -> Optional[str]:
+        """Why this fixture does not serve the request, or None when it does."""
+        if kind == "stream" and not self.is_stream:
+            return "not a stream fixture (register one with on_stream())"
+        if kind != "stream" and self.is_stream:
+            return f"stream fixture, request is a {kind} request (POST .../{{model}}/stream)"
+        if kind != "stream" and self.route is not None and self.route != kind:
+            return f"route={self.route!r}, request is a {kind} request"
+        if isinstance(self.model, str):
+            if self.model != model:
+                return f"model {self.model!r} != {model!r}"
+        elif self.model.search(model) is None:
+            return f"pattern {self.model.pattern!r} does not match {model!r}"
+        if self.times is not None and self.used >= self.times:
+            return f"used up (served {self.used} of times={self.times})"
+        matcher = self.match_input
+        if matcher is None:
+            return None
+        if callable(matcher):
+            try:
+                ok = bool(matcher(request_input))
+            except Exception as exc:  # a user callback must not crash the server
+                return f"match_input raised {exc!r}"
+            return None if ok else "match_input callable returned False"
+        if not is_subset(matcher, request_input):
+            return f"input {summarize(request_input, 80)} does not contain {summarize(matcher, 80)}"
+        return None
+
+
+def model_spec(model: object, where: str) -> ModelSpec:
+    if isinstance(model, str):
+        if not model:
+            raise ValueError(f"{where}: model must not be empty")
+        return model
+    if isinstance(model, re.Pattern):
+        return model
+    raise TypeError(f"{where}: model must be a str or a compiled re.Pattern, got {model!r}")

@@ -1,0 +1,144 @@
+"""The queue job state machine: IN_QUEUE -> IN_PROGRESS -> COMPLETED, driven by status polls.
+
+Pure logic, no locking: callers hold the store's lock while they touch a job.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from ._constants import (
+    CANCELLED_ERROR_TYPE,
+    CANCELLED_MESSAGE,
+    COMPLETED,
+    IN_PROGRESS,
+    IN_QUEUE,
+    NAMESPACES,
+)
+from ._options import QueueConfig
+
+
+def app_path(model: str) -> str:
+    """``fal-ai/flux/dev`` -> ``fal-ai/flux``; ``workflows/o/a/x`` -> ``workflows/o/a``.
+
+    The same owner/alias rule the real clients use when they build status URLs.
+    """
+    parts = model.split("/")
+    keep = 3 if parts[0] in NAMESPACES else 2
+    return "/".join(parts[:keep])
+
+
+def _log(message: str) -> dict[str, Any]:
+    stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return {"timestamp": stamp, "level": "INFO", "message": message}
+
+
+@dataclass
+class Job:
+    request_id: str
+    model: str
+    input: Any
+    config: QueueConfig
+    base_url: str
+    result_status: int
+    result_body: Any
+    error_type: Optional[str] = None
+    latency: float = 0.0
+    webhook_url: Optional[str] = None
+    submitted_at: float = field(default_factory=time.monotonic)
+    polls: int = 0
+    state: str = IN_QUEUE
+    completed_at: Optional[float] = None
+    cancelled: bool = False
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.logs.append(_log("Job enqueued."))
+        if self.config.completed == 0 and self.latency <= 0:
+            self._complete(self.submitted_at)
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/fal/queue/{app_path(self.model)}/requests/{self.request_id}"
+
+    @property
+    def done(self) -> bool:
+        return self.state == COMPLETED
+
+    @property
+    def failed(self) -> bool:
+        return self.cancelled or self.result_status >= 400
+
+    def _state_for(self, polls: int, now: float) -> str:
+        if polls < self.config.in_progress:
+            return IN_QUEUE
+        if polls < self.config.completed or now < self.submitted_at + self.latency:
+            return IN_PROGRESS
+        return COMPLETED
+
+    def poll(self, now: Optional[float] = None) -> bool:
+        """Count one status call and move the job on; True when it just completed."""
+        if self.done:
+            return False
+        now = time.monotonic() if now is None else now
+        self.polls += 1
+        new = self._state_for(self.polls, now)
+        if new == self.state:
+            return False
+        if new == COMPLETED:
+            self._complete(now)
+            return True
+        self.state = new
+        self.logs.append(_log("Job started processing."))
+        return False
+
+    def _complete(self, now: float) -> None:
+        self.state = COMPLETED
+        self.completed_at = now
+        if not self.cancelled:
+            self.logs.append(_log("Job completed."))
+
+    def cancel(self, now: Optional[float] = None) -> bool:
+        """Cancel a pending job; False when it had already completed."""
+        if self.done:
+            return False
+        self.cancelled = True
+        self.logs.append(_log("Job cancelled."))
+        self._complete(time.monotonic() if now is None else now)
+        return True
+
+    @property
+    def error(self) -> Optional[str]:
+        if self.cancelled:
+            return CANCELLED_MESSAGE
+        if self.result_status < 400:
+            return None
+        detail = self.result_body.get("detail") if isinstance(self.result_body, dict) else None
+        if isinstance(detail, str):
+            return detail
+        return f"Request failed with status code {self.result_status}"
+
+    def status_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "status": self.state,
+            "request_id": self.request_id,
+            "response_url": self.url,
+            "logs": list(self.logs),
+        }
+        if self.state == IN_QUEUE:
+            body["queue_position"] = self.config.in_progress - self.polls
+        elif self.state == IN_PROGRESS:
+            body["queue_position"] = 0
+        else:
+            assert self.completed_at is not None
+            elapsed = 0.0 if self.polls == 0 else round(self.completed_at - self.submitted_at, 6)
+            body["metrics"] = {"inference_time": elapsed}
+            if self.failed:
+                body["error"] = self.error
+                body["error_type"] = (
+                    CANCELLED_ERROR_TYPE if self.cancelled else self.error_type or "http_error"
+                )
+        return body

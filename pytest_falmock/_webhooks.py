@@ -1,0 +1,114 @@
+"""Webhook delivery: when a job with ``?fal_webhook=<url>`` completes, POST fal's webhook body.
+
+Deliveries run on background threads; only loopback URLs are contacted unless remote
+webhooks are allowed. Every attempt (or refusal) is recorded in ``fal_mock.webhooks``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import threading
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._constants import CANCELLED_MESSAGE
+from ._jobs import Job
+from ._records import WebhookDelivery
+from ._stores import Stores
+
+DELIVERY_TIMEOUT = 10.0
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def webhook_body(job: Job) -> dict[str, Any]:
+    """fal's webhook payload for a completed job."""
+    body: dict[str, Any] = {
+        "request_id": job.request_id,
+        "gateway_request_id": job.request_id,
+        "status": "ERROR" if job.failed else "OK",
+    }
+    if job.cancelled:
+        body["payload"] = {"detail": CANCELLED_MESSAGE}
+        body["error"] = CANCELLED_MESSAGE
+    elif job.failed:
+        body["payload"] = job.result_body
+        body["error"] = f"Invalid status code: {job.result_status}"
+    else:
+        body["payload"] = job.result_body
+    return body
+
+
+class WebhookSender:
+    def __init__(self, stores: Stores) -> None:
+        self._stores = stores
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def job_completed(self, job: Job) -> None:
+        url = job.webhook_url
+        if not url:
+            return
+        body = webhook_body(job)
+        scheme = urlsplit(url).scheme
+        if scheme not in ("http", "https"):
+            self._stores.add_webhook(
+                WebhookDelivery(
+                    url, job.request_id, body, "failed", error=f"unsupported URL scheme {scheme!r}"
+                )
+            )
+            return
+        if not self._stores.allow_remote_webhooks and not is_loopback(url):
+            self._stores.add_webhook(
+                WebhookDelivery(
+                    url,
+                    job.request_id,
+                    body,
+                    "blocked",
+                    error="not a loopback URL; enable with @pytest.mark.fal_mock(allow_remote_webhooks=True)",
+                )
+            )
+            return
+        thread = threading.Thread(
+            target=self._deliver, args=(url, job.request_id, body), daemon=True, name="fal_mock-webhook"
+        )
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+        thread.start()
+
+    def _deliver(self, url: str, request_id: str, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        request = urllib.request.Request(
+            url,
+            data=data,
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "fal_mock-webhook"},
+        )
+        try:
+            with _OPENER.open(request, timeout=DELIVERY_TIMEOUT) as response:
+                delivery = WebhookDelivery(url, request_id, body, "delivered", status_code=response.status)
+        except urllib.error.HTTPError as exc:
+            delivery = WebhookDelivery(url, request_id, body, "delivered", status_code=exc.code)
+        except (OSError, ValueError) as exc:
+            delivery = WebhookDelivery(url, request_id, body, "failed", error=str(exc))
+        self._stores.add_webhook(delivery)
+
+    def drain(self, timeout: float = DELIVERY_TIMEOUT) -> None:
+        """Wait for deliveries under way (so ``fal_mock.webhooks`` is complete)."""
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.join(timeout)
