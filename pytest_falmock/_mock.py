@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from http import HTTPStatus
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Type, Union
 
 from . import _routing as routing
@@ -22,6 +24,17 @@ from ._stores import DEFAULT_MAX_JOBS, Stores
 from ._webhooks import WebhookSender
 
 COUNTED_ROUTES = (routing.QUEUE_SUBMIT, routing.RUN, routing.RUN_STREAM)
+
+
+def _caller() -> str:
+    """``file.py:line`` of the first frame outside this package (where a fixture was registered)."""
+    frame: Optional[FrameType] = sys._getframe(1)
+    package = os.path.dirname(__file__)
+    while frame is not None and os.path.dirname(frame.f_code.co_filename) == package:
+        frame = frame.f_back
+    if frame is None:
+        return "?"
+    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
 
 
 def _json_ready(payload: Any, where: str) -> None:
@@ -138,7 +151,7 @@ class FalMock:
         extras = [f"route={route!r}"] if route else []
         if times is not None:
             extras.append(f"times={times}")
-        label = f"{helper}({', '.join([describe_model(spec), *extras])})"
+        label = f"{helper}({', '.join([describe_model(spec), *extras])}) at {_caller()}"
         fixture = Fixture(
             model=spec,
             render=render,
