@@ -169,8 +169,11 @@ class Engine:
             return missing
 
         def events() -> Iterator[Any]:
+            sent = 0  # each event carries only the log entries this stream has not sent yet
             while True:
                 _, body = self._poll(job)
+                logs = body.get("logs") or []
+                body["logs"], sent = logs[sent:], len(logs)
                 yield body
                 if job.done:
                     return
@@ -224,11 +227,14 @@ class Engine:
         if fixture is None:
             assert miss is not None
             return miss
-        assert fixture.events is not None
         if fixture.latency > 0:
             time.sleep(fixture.latency)
-        events = list(fixture.events)
-        return Reply(200, None, {REQUEST_ID_HEADER: str(uuid.uuid4())}, events=iter(events))
+        headers = {REQUEST_ID_HEADER: str(uuid.uuid4())}
+        if fixture.events is None:  # an on_error() fixture: the stream answers the error, like a run
+            if fixture.error_type:
+                headers[ERROR_TYPE_HEADER] = fixture.error_type
+            return Reply(fixture.status, fixture.render(op.input), headers)
+        return Reply(200, None, headers, events=iter(list(fixture.events)))
 
     # -- storage ------------------------------------------------------------------------
     def _file_url(self, op: r.Operation, name: str) -> tuple[tuple[str, str], str]:

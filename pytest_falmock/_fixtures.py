@@ -60,7 +60,7 @@ class Fixture:
 
     def reject_reason(self, kind: Kind, model: str, request_input: Any) -> Optional[str]:
         """Why this fixture does not serve the request, or None when it does."""
-        if kind == "stream" and not self.is_stream:
+        if kind == "stream" and not self.is_stream and (self.status < 400 or self.route == "queue"):
             return "not a stream fixture (register one with on_stream())"
         if kind != "stream" and self.is_stream:
             return f"stream fixture, request is a {kind} request (POST .../{{model}}/stream)"
