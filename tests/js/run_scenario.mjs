@@ -1,0 +1,254 @@
+// Drives the real @fal-ai/client against fal_mock through the proxy middleware.
+//
+//   node run_scenario.mjs <scenario> <proxy url> [proxy|manual]
+//
+// Prints exactly one JSON line on stdout: {"ok": true, "result": ..., "fetches": [...]}
+// or {"ok": false, "error": ..., "fetches": [...]}. `fetches` lists every HTTP request the
+// process made (method + URL); any URL that is not on 127.0.0.1 is refused before it leaves.
+// Driven by tests/test_js_client.py.
+import { ApiError, fal, ValidationError, withMiddleware, withProxy } from "@fal-ai/client";
+
+const [scenarioName, PROXY, middleware = "proxy"] = process.argv.slice(2);
+if (!scenarioName || !PROXY) {
+  console.error("usage: node run_scenario.mjs <scenario> <proxy url> [proxy|manual]");
+  process.exit(2);
+}
+
+// -- network guard: installed before fal.config(), which captures globalThis.fetch -----------
+const fetches = [];
+const realFetch = globalThis.fetch;
+globalThis.fetch = async (input, init = {}) => {
+  const url = typeof input === "string" ? input : input.url;
+  const method = (init.method ?? "GET").toUpperCase();
+  fetches.push({ method, url });
+  if (new URL(url).hostname !== "127.0.0.1") {
+    throw new Error(`network guard: refused ${method} ${url} (only 127.0.0.1 is allowed)`);
+  }
+  return realFetch(input, init);
+};
+
+// -- the configuration under test (copied into the README) -----------------------------------
+if (middleware === "proxy") {
+  // @fal-ai/client >= 1.10
+  fal.config({
+    credentials: "x",
+    requestMiddleware: withMiddleware(withProxy({ targetUrl: PROXY, when: "always" })),
+  });
+} else if (middleware === "manual") {
+  // @fal-ai/client < 1.10: withProxy does nothing outside a browser, so write the middleware
+  fal.config({
+    credentials: "x",
+    requestMiddleware: async (req) => ({
+      ...req,
+      url: PROXY,
+      headers: { ...req.headers, "x-fal-target-url": req.url },
+    }),
+  });
+} else {
+  console.error(`unknown middleware ${middleware}`);
+  process.exit(2);
+}
+
+// -- helpers -----------------------------------------------------------------------------------
+function describeError(err) {
+  const out = {
+    name: err?.name,
+    message: err?.message,
+    isApiError: err instanceof ApiError,
+    isValidationError: err instanceof ValidationError,
+  };
+  if (err instanceof ApiError) {
+    out.status = err.status;
+    out.body = err.body ?? null;
+    out.requestId = err.requestId;
+  }
+  if (err instanceof ValidationError) {
+    out.fieldErrors = err.fieldErrors;
+  }
+  return out;
+}
+
+async function caught(promise) {
+  try {
+    return { resolved: await promise };
+  } catch (err) {
+    return { error: describeError(err) };
+  }
+}
+
+function update(u) {
+  const out = { status: u.status };
+  if ("queue_position" in u) out.queue_position = u.queue_position;
+  if (Array.isArray(u.logs)) out.logs = u.logs.map((l) => l.message);
+  return out;
+}
+
+const hex = (buf) => Buffer.from(buf).toString("hex");
+const PNG = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0xff, 0x10, 0x80]);
+
+// -- scenarios ---------------------------------------------------------------------------------
+const scenarios = {
+  // fal.subscribe, polling (the default mode), with logs and queue updates
+  async subscribe() {
+    const updates = [];
+    let enqueued = null;
+    const result = await fal.subscribe("fal-ai/flux/dev", {
+      input: { prompt: "a cat" },
+      logs: true,
+      pollInterval: 10,
+      onEnqueue: (requestId) => {
+        enqueued = requestId;
+      },
+      onQueueUpdate: (u) => updates.push(update(u)),
+    });
+    return { data: result.data, requestId: result.requestId, enqueued, updates };
+  },
+
+  // fal.subscribe in streaming mode: GET .../requests/{id}/status/stream (SSE)
+  async subscribe_streaming() {
+    const updates = [];
+    let enqueued = null;
+    const result = await fal.subscribe("fal-ai/flux/dev", {
+      input: { prompt: "a dog" },
+      mode: "streaming",
+      logs: true,
+      onEnqueue: (requestId) => {
+        enqueued = requestId;
+      },
+      onQueueUpdate: (u) => updates.push(update(u)),
+    });
+    return { data: result.data, requestId: result.requestId, enqueued, updates };
+  },
+
+  // fal.queue.submit / status / result, step by step
+  async queue() {
+    const submitted = await fal.queue.submit("fal-ai/flux/dev", {
+      input: { prompt: "a fox" },
+      priority: "low",
+      hint: "gpu-a",
+      headers: { "X-Custom-Thing": "1" },
+    });
+    const requestId = submitted.request_id;
+    const first = await fal.queue.status("fal-ai/flux/dev", { requestId, logs: true });
+    const early = await fal.queue.result("fal-ai/flux/dev", { requestId });
+    const second = await fal.queue.status("fal-ai/flux/dev", { requestId, logs: false });
+    const result = await fal.queue.result("fal-ai/flux/dev", { requestId });
+    return {
+      submitted,
+      first,
+      early: { data: early.data, requestId: early.requestId },
+      second,
+      result,
+    };
+  },
+
+  // fal.queue.cancel before completion, then again after
+  async cancel() {
+    const { request_id: requestId } = await fal.queue.submit("fal-ai/flux/dev", {
+      input: { prompt: "a slow cat" },
+    });
+    const cancelled = await fal.queue.cancel("fal-ai/flux/dev", { requestId });
+    const status = await fal.queue.status("fal-ai/flux/dev", { requestId, logs: true });
+    const result = await caught(fal.queue.result("fal-ai/flux/dev", { requestId }));
+    const again = await caught(fal.queue.cancel("fal-ai/flux/dev", { requestId }));
+    return { requestId, cancelled: cancelled ?? null, status: update(status), rawStatus: status, result, again };
+  },
+
+  // fal.subscribe with a client timeout: rejects, and cancels the request
+  async subscribe_timeout() {
+    let enqueued = null;
+    const outcome = await caught(
+      fal.subscribe("fal-ai/flux/dev", {
+        input: { prompt: "too slow" },
+        pollInterval: 10,
+        timeout: 300,
+        onEnqueue: (requestId) => {
+          enqueued = requestId;
+        },
+      }),
+    );
+    // the client fires the cancel without awaiting it: give it a moment to land
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    return { enqueued, ...outcome };
+  },
+
+  // fal.run (POST) and fal.run with method "get" and a path
+  async run() {
+    const post = await fal.run("fal-ai/fast-sdxl", { input: { prompt: "a tree" } });
+    const get = await fal.run("fal-ai/fast-sdxl", { method: "get", path: "/info", input: { a: "1" } });
+    return { post, get };
+  },
+
+  // fal.stream: POST https://fal.run/{id}/stream, text/event-stream
+  async stream() {
+    const stream = await fal.stream("fal-ai/any-llm", { input: { prompt: "hi" } });
+    const events = [];
+    for await (const event of stream) {
+      events.push(event);
+    }
+    const done = await stream.done();
+    return { events, done, requestId: stream.requestId };
+  },
+
+  // fal.storage.upload: initiate through the proxy, PUT directly to upload_url, then GET file_url
+  async upload() {
+    const file = new File([PNG], "pixel.png", { type: "image/png" });
+    const url = await fal.storage.upload(file);
+    const response = await fetch(url);
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    return {
+      url,
+      status: response.status,
+      contentType: response.headers.get("content-type"),
+      sent: hex(PNG),
+      received: hex(bytes),
+    };
+  },
+
+  // a Blob inside the input is uploaded first and replaced by its file_url
+  async upload_in_input() {
+    const blob = new Blob([new TextEncoder().encode("RIFF-audio")], { type: "audio/wav" });
+    const result = await fal.run("fal-ai/whisper", { input: { audio_url: blob, task: "transcribe" } });
+    return result;
+  },
+
+  // a 422 fixture: ValidationError, through subscribe (queue result) and run
+  async error_validation() {
+    const viaSubscribe = await caught(
+      fal.subscribe("fal-ai/flux/dev", { input: { prompt: "" }, pollInterval: 10 }),
+    );
+    const viaRun = await caught(fal.run("fal-ai/flux/dev", { input: { prompt: "" } }));
+    return { viaSubscribe, viaRun };
+  },
+
+  // non-422 fixtures: ApiError with status and body
+  async error_api() {
+    const viaSubscribe = await caught(
+      fal.subscribe("fal-ai/flux/dev", { input: { prompt: "boom" }, pollInterval: 10 }),
+    );
+    const viaRun = await caught(fal.run("fal-ai/fast-sdxl", { input: { prompt: "nope" } }));
+    const viaStream = await caught(
+      fal.stream("fal-ai/any-llm", { input: { prompt: "nope" } }).then((s) => s.done()),
+    );
+    return { viaSubscribe, viaRun, viaStream };
+  },
+
+  // a model without a fixture: 404 ApiError naming the model
+  async unmatched() {
+    return await caught(fal.run("fal-ai/unknown-model", { input: { prompt: "?" } }));
+  },
+};
+
+const scenario = scenarios[scenarioName];
+if (!scenario) {
+  console.error(`unknown scenario ${scenarioName}; known: ${Object.keys(scenarios).join(", ")}`);
+  process.exit(2);
+}
+
+try {
+  const result = await scenario();
+  process.stdout.write(JSON.stringify({ ok: true, result, fetches }) + "\n");
+} catch (err) {
+  process.stdout.write(JSON.stringify({ ok: false, error: describeError(err), stack: err?.stack, fetches }) + "\n");
+  process.exitCode = 1;
+}
