@@ -10,7 +10,7 @@ import secrets
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Protocol, Union
 
 from . import _routing as r
 from ._constants import ERROR_TYPE_HEADER, REQUEST_ID_HEADER
@@ -26,6 +26,20 @@ STREAM_POLL_INTERVAL = 0.05
 CompletionListener = Callable[[Job], None]
 
 
+class Upstream(Protocol):
+    """Where an unmatched request goes when recording (``_record.py``); the engine only asks.
+
+    ``forward`` answers with the fixture it recorded (already registered) or with the reply
+    the client gets instead (e.g. 502). With ``forward_all`` only per-test fixtures are tried
+    before the upstream.
+    """
+
+    @property
+    def forward_all(self) -> bool: ...
+
+    def forward(self, op: r.Operation, kind: Kind) -> Union[Fixture, Reply]: ...
+
+
 def _safe_name(name: str, default: str = "upload.bin") -> str:
     cleaned = name.replace("/", "_").replace("\\", "_").replace("\x00", "").strip()
     return cleaned if cleaned not in ("", ".", "..") else default
@@ -36,6 +50,8 @@ class Engine:
         self.stores = stores
         #: Called (outside the lock) with every job that reaches COMPLETED.
         self.completion_listeners: list[CompletionListener] = []
+        #: Consulted for queue submits and runs no fixture serves (record mode); None = never.
+        self.upstream: Optional[Upstream] = None
         self._handlers: dict[str, Callable[[r.Operation], Reply]] = {
             r.QUEUE_SUBMIT: self._submit,
             r.QUEUE_STATUS: self._status,
@@ -93,9 +109,14 @@ class Engine:
     # -- matching -----------------------------------------------------------------------
     def _claim(self, op: r.Operation, kind: Kind) -> tuple[Optional[Fixture], Optional[Reply]]:
         assert op.model is not None
-        fixture, reasons = self.stores.claim(kind, op.model, op.input)
+        upstream = self.upstream if kind != "stream" else None
+        forward_all = upstream is not None and upstream.forward_all
+        fixture, reasons = self.stores.claim(kind, op.model, op.input, include_session=not forward_all)
         if fixture is not None:
             return fixture, None
+        if upstream is not None:
+            outcome = upstream.forward(op, kind)
+            return (None, outcome) if isinstance(outcome, Reply) else (outcome, None)
         self.stores.record_unmatched(
             UnmatchedRequest(op.method, op.path, op.route, op.model, op.input, tuple(reasons))
         )

@@ -44,12 +44,16 @@ class Stores:
         return [*reversed(self.test_fixtures), *self.session_fixtures]
 
     def claim(
-        self, kind: Kind, model: str, request_input: Any
+        self, kind: Kind, model: str, request_input: Any, *, include_session: bool = True
     ) -> tuple[Optional[Fixture], list[tuple[str, str]]]:
-        """The first fixture that serves the request (its use counted), or every reason why none does."""
+        """The first fixture that serves the request (its use counted), or every reason why none does.
+
+        ``include_session=False`` tries per-test fixtures only (record mode ``all``).
+        """
         reasons: list[tuple[str, str]] = []
         with self.lock:
-            for fixture in self.candidates():
+            candidates = self.candidates() if include_session else list(reversed(self.test_fixtures))
+            for fixture in candidates:
                 reason = fixture.reject_reason(kind, model, request_input)
                 if reason is None:
                     fixture.used += 1
