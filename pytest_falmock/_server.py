@@ -73,6 +73,11 @@ class FalMockServer(HTTPServerBase):
         self.server_thread = threading.Thread(target=self.thread_target, daemon=True, name="fal_mock-server")
         self.server_thread.start()
 
+    def thread_target(self) -> None:
+        """Serve until stopped; a short poll interval makes ``stop()`` quick."""
+        assert self.server is not None
+        self.server.serve_forever(poll_interval=0.02)
+
     @property
     def base_url(self) -> str:
         return self.url_for("").rstrip("/")
