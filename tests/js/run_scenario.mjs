@@ -218,7 +218,8 @@ const scenarios = {
       fal.subscribe("fal-ai/flux/dev", { input: { prompt: "" }, pollInterval: 10 }),
     );
     const viaRun = await caught(fal.run("fal-ai/flux/dev", { input: { prompt: "" } }));
-    return { viaSubscribe, viaRun };
+    const withStringDetail = await caught(fal.run("fal-ai/fast-sdxl", { input: { prompt: "" } }));
+    return { viaSubscribe, viaRun, withStringDetail };
   },
 
   // non-422 fixtures: ApiError with status and body
@@ -231,6 +232,13 @@ const scenarios = {
       fal.stream("fal-ai/any-llm", { input: { prompt: "nope" } }).then((s) => s.done()),
     );
     return { viaSubscribe, viaRun, viaStream };
+  },
+
+  // on_error(..., times=1) in front of on_run(): fails once, then succeeds (JS does not retry 4xx)
+  async fail_then_succeed() {
+    const first = await caught(fal.run("fal-ai/fast-sdxl", { input: { prompt: "again" } }));
+    const second = await caught(fal.run("fal-ai/fast-sdxl", { input: { prompt: "again" } }));
+    return { first, second };
   },
 
   // a model without a fixture: 404 ApiError naming the model
