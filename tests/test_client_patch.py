@@ -1,0 +1,213 @@
+"""How the ``fal_mock`` fixture points the real ``fal_client`` at the mock, and undoes it."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import fal_client
+import fal_client.client as fc
+import pytest
+
+from pytest_falmock import FalClientPatchError, FalMock
+from pytest_falmock._client_patch import CACHED, FalClientPatch
+from pytest_falmock._constants import DUMMY_FAL_KEY
+
+#: What the constants were before any test ran (collection happens before every fixture).
+ORIGINAL = {
+    name: getattr(fc, name)
+    for name in (
+        "RUN_URL_FORMAT",
+        "QUEUE_URL_FORMAT",
+        "REST_URL",
+        "CDN_URL",
+        "REALTIME_URL_FORMAT",
+        "FAL_CDN_FALLBACK_URL",
+    )
+    if hasattr(fc, name)
+}
+INNER = ("-p", "no:randomly", "-o", "asyncio_default_fixture_loop_scope=function")
+DEAD_PROXY = "http://127.0.0.1:9"  # the discard port: a proxy that never answers
+
+
+def expected_targets(mock: FalMock) -> dict[str, str]:
+    root = mock.url
+    targets = {
+        "RUN_URL_FORMAT": root + "/run/",
+        "QUEUE_URL_FORMAT": root + "/queue/",
+        "REST_URL": root + "/rest",
+        "CDN_URL": root + "/cdn",
+        "REALTIME_URL_FORMAT": root.replace("http://", "ws://") + "/run/",
+    }
+    if "FAL_CDN_FALLBACK_URL" in ORIGINAL:
+        targets["FAL_CDN_FALLBACK_URL"] = root + "/cdn"
+    return targets
+
+
+@pytest.fixture
+def real_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A developer's shell: real credentials, a proxy, and clients that already cached them."""
+    monkeypatch.setenv("FAL_KEY", "real-key")
+    monkeypatch.setenv("FAL_KEY_ID", "real-id")
+    monkeypatch.setenv("FAL_KEY_SECRET", "real-secret")
+    monkeypatch.setenv("FAL_FORCE_AUTH_BY_USER", "1")
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(name, DEAD_PROXY)
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    monkeypatch.delenv("no_proxy", raising=False)
+    fal_client.sync_client.__dict__["_auth"] = "cached real credentials"
+    fal_client.sync_client.__dict__["_client"] = "cached real httpx client"
+    fal_client.async_client.__dict__["_token_manager"] = "cached real token manager"
+    yield
+    for client in (fal_client.sync_client, fal_client.async_client):
+        for name in CACHED:
+            client.__dict__.pop(name, None)
+
+
+def test_fixture_patches_constants_environment_and_cached_clients(
+    real_environment: None, fal_mock: FalMock
+) -> None:
+    assert {name: getattr(fc, name) for name in ORIGINAL} == expected_targets(fal_mock)
+    assert os.environ["FAL_KEY"] == DUMMY_FAL_KEY
+    for name in ("FAL_KEY_ID", "FAL_KEY_SECRET", "FAL_FORCE_AUTH_BY_USER"):
+        assert name not in os.environ
+    assert os.environ["NO_PROXY"] == "internal.example,127.0.0.1,localhost"
+    assert os.environ["no_proxy"] == "127.0.0.1,localhost"
+    for client in (fal_client.sync_client, fal_client.async_client):
+        assert not set(CACHED) & set(client.__dict__)
+
+
+def test_client_works_through_a_proxy_environment_with_real_credentials(
+    real_environment: None, fal_mock: FalMock
+) -> None:
+    fal_mock.on_run("fal-ai/fast-sdxl", {"ok": True})
+
+    assert fal_client.run("fal-ai/fast-sdxl", {"prompt": "cat"}) == {"ok": True}
+    url = fal_client.upload(b"bytes", "text/plain", file_name="a.txt")
+
+    assert fal_client.sync_client._auth.header_value == f"Key {DUMMY_FAL_KEY}"
+    assert [r.route for r in fal_mock.requests] == ["run", "storage.token", "cdn.upload"]
+    assert url.startswith(fal_mock.url + "/files/")
+
+
+def test_user_built_clients_inside_a_test_use_the_mock(fal_mock: FalMock) -> None:
+    fal_mock.on_run("fal-ai/fast-sdxl", {"ok": True})
+    client = fal_client.SyncClient()
+
+    assert client.run("fal-ai/fast-sdxl", {"prompt": "cat"}) == {"ok": True}
+    assert client.upload(b"abc", "text/plain", file_name="c.txt").startswith(fal_mock.url + "/files/")
+    assert [(r.method, r.path) for r in fal_mock.requests] == [
+        ("POST", "/fal/run/fal-ai/fast-sdxl"),
+        ("POST", "/fal/rest/storage/auth/token"),
+        ("POST", "/fal/cdn/files/upload"),
+    ]
+
+
+@pytest.mark.fal_mock(patch_client=False)
+def test_patch_client_false_leaves_fal_client_alone(fal_mock: FalMock) -> None:
+    assert {name: getattr(fc, name) for name in ORIGINAL} == ORIGINAL
+    assert os.environ.get("FAL_KEY") != DUMMY_FAL_KEY
+    assert fal_mock.url.startswith("http://127.0.0.1:")
+
+
+def test_constants_and_environment_are_restored_after_each_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import os
+        import fal_client
+        import fal_client.client as fc
+
+        BEFORE = (fc.RUN_URL_FORMAT, fc.QUEUE_URL_FORMAT, fc.REST_URL, fc.CDN_URL, fc.REALTIME_URL_FORMAT)
+
+        def test_a_uses_the_mock(fal_mock, monkeypatch):
+            fal_mock.on_run("fal-ai/x", {"n": 1})
+            assert fal_client.run("fal-ai/x", {}) == {"n": 1}
+            assert fc.QUEUE_URL_FORMAT == fal_mock.url + "/queue/"
+            assert "_client" in fal_client.sync_client.__dict__
+
+        def test_b_runs_after_it():
+            assert (
+                fc.RUN_URL_FORMAT, fc.QUEUE_URL_FORMAT, fc.REST_URL, fc.CDN_URL, fc.REALTIME_URL_FORMAT
+            ) == BEFORE
+            assert os.environ["FAL_KEY"] == "kept-key"
+            assert os.environ["FAL_KEY_ID"] == "kept-id"
+            assert "_client" not in fal_client.sync_client.__dict__
+        """
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FAL_KEY", "kept-key")
+        mp.setenv("FAL_KEY_ID", "kept-id")
+        result = pytester.runpytest(*INNER)
+    result.assert_outcomes(passed=2)
+
+
+def test_plugin_works_when_fal_client_is_not_importable(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import sys
+        sys.modules["fal_client"] = None  # import fal_client now raises ImportError
+        """
+    )
+    pytester.makepyfile(
+        """
+        import json
+        import urllib.request
+
+        import pytest
+
+        def test_raw_http_still_works(fal_mock):
+            fal_mock.on_run("fal-ai/x", {"n": 1})
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            req = urllib.request.Request(fal_mock.url + "/run/fal-ai/x", data=b"{}", method="POST")
+            with opener.open(req) as resp:
+                assert json.loads(resp.read()) == {"n": 1}
+            with pytest.raises(ImportError):
+                import fal_client  # noqa: F401
+        """
+    )
+    result = pytester.runpytest_subprocess(*INNER)
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("missing", ["RUN_URL_FORMAT", "QUEUE_URL_FORMAT", "CDN_URL", "REST_URL"])
+def test_a_missing_constant_fails_loudly_and_names_it(monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
+    monkeypatch.delattr(fc, missing)
+    before = {name: getattr(fc, name) for name in ORIGINAL if name != missing}
+    patch = FalClientPatch("http://127.0.0.1:1")
+
+    with pytest.raises(FalClientPatchError, match=missing) as excinfo:
+        patch.apply()
+
+    assert "refuses to let the test reach the real fal.ai" in str(excinfo.value)
+    assert "patch_client=False" in str(excinfo.value)
+    assert not patch.active
+    assert {name: getattr(fc, name) for name in before} == before
+    assert os.environ.get("FAL_KEY") != DUMMY_FAL_KEY
+
+
+def test_a_missing_constant_errors_the_test_at_setup(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import fal_client.client as fc
+        del fc.CDN_URL
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_never_runs(fal_mock):
+            raise AssertionError("the body must not run")
+        """
+    )
+    result = pytester.runpytest_subprocess(*INNER)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*FalClientPatchError: fal_client.client has no CDN_URL*"])
+
+
+def test_patch_apply_and_undo_are_idempotent() -> None:
+    patch = FalClientPatch("http://127.0.0.1:1/")
+    assert patch.apply() is True
+    assert patch.apply() is True
+    assert fc.RUN_URL_FORMAT == "http://127.0.0.1:1/fal/run/"
+    patch.undo()
+    patch.undo()
+    assert {name: getattr(fc, name) for name in ORIGINAL} == ORIGINAL
