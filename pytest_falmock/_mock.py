@@ -12,6 +12,7 @@ from types import FrameType, TracebackType
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Type, Union
 
 from . import _routing as routing
+from ._control import Control
 from ._diagnostics import calls_message, unmatched_message
 from ._engine import Engine
 from ._fixture_files import load_path, parse_document
@@ -66,6 +67,9 @@ class FalMock:
         self._stores = Stores(max_jobs=max_jobs)
         self._engine = Engine(self._stores)
         self._server = FalMockServer(self._engine, host, port, max_body=max_body)
+        #: The control API under /__falmock/ (health, fixtures, reset, requests).
+        self._control = Control(self)
+        self._server.control = self._control
         self._allow_remote_webhooks = allow_remote_webhooks
         self._stores.allow_remote_webhooks = allow_remote_webhooks
         self._webhooks = WebhookSender(self._stores)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Any, Iterator, List, Optional
 
 import pytest
 
@@ -12,8 +12,12 @@ from ._fixture_files import FixtureFileError, load_path
 from ._fixtures import Fixture
 from ._mock import FalMock
 from ._options import FalMockUsageError, MockOptions, mock_options, queue_config
+from ._record import RECORD_MODES, Credentials, RecordSettings, attach, resolve
 
 FIXTURES_KEY = pytest.StashKey[List[Fixture]]()
+RECORD_KEY = pytest.StashKey[RecordSettings]()
+#: xdist: the controller tells its workers whether the record target existed at session start.
+TARGET_EXISTED = "falmock_record_target_existed"
 
 MARKERS = (
     "fal_mock(allow_unmatched=False, patch_client=True, allow_remote_webhooks=False): "
@@ -39,6 +43,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=[],
         help="fal fixture files or directories (relative to the ini file).",
     )
+    group.addoption(
+        "--fal-record-mode",
+        choices=RECORD_MODES,
+        default="none",
+        help="none (default): never touch the network; new: forward requests no fixture matches "
+        "upstream and record them; once: record only if the fixture file did not exist at session "
+        "start; all: forward everything, replacing recorded entries. Needs --fal-fixtures PATH.",
+    )
+    group.addoption(
+        "--fal-record",
+        action="store_const",
+        const="new",
+        dest="fal_record_mode",
+        help="Same as --fal-record-mode=new.",
+    )
+    group.addoption(
+        "--fal-upstream",
+        metavar="URL",
+        default=None,
+        help="Record against URL instead of the real fal hosts (each request carries x-fal-target-host).",
+    )
+    parser.addini("fal_upstream", default="", help="Default for --fal-upstream.")
 
 
 def fixture_paths(config: pytest.Config) -> list[Path]:
@@ -49,16 +75,47 @@ def fixture_paths(config: pytest.Config) -> list[Path]:
     return paths
 
 
+def record_settings(config: pytest.Config) -> RecordSettings:
+    """Resolve the record options; the credentials are read now, before any test patches them."""
+    base = config.invocation_params.dir
+    targets = [base / p for p in config.getoption("fal_fixtures")] or [
+        Path(p) for p in config.getini("fal_fixtures")
+    ]
+    upstream = config.getoption("fal_upstream") or str(config.getini("fal_upstream") or "") or None
+    existed: Optional[bool] = getattr(config, "workerinput", {}).get(TARGET_EXISTED)
+    try:
+        return resolve(
+            config.getoption("fal_record_mode"),
+            targets,
+            upstream,
+            where="--fal-record-mode/--fal-upstream",
+            fixtures_option="--fal-fixtures",
+            credentials=Credentials.from_env(),
+            target_existed=existed,
+        )
+    except FalMockUsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
+    record = config.stash[RECORD_KEY] = record_settings(config)
     fixtures: list[Fixture] = []
     try:
         for path in fixture_paths(config):
+            if record.recording and path == record.target and not path.exists():
+                continue  # the record target is created on first write
             fixtures.extend(load_path(path))
     except FixtureFileError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[FIXTURES_KEY] = fixtures
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: workers judge ``once`` by the target as it was at session start."""
+    node.workerinput[TARGET_EXISTED] = node.config.stash[RECORD_KEY].target_existed
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -76,6 +133,7 @@ def fal_mock_server(pytestconfig: pytest.Config) -> Iterator[FalMock]:
     mock = FalMock()
     session_fixtures: List[Fixture] = pytestconfig.stash[FIXTURES_KEY]
     mock._add_session_fixtures(session_fixtures)
+    attach(mock, pytestconfig.stash[RECORD_KEY])
     with mock:
         yield mock
 

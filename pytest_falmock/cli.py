@@ -1,0 +1,167 @@
+"""``fal-mock``: the same mock as a plain server, for frontends, Node apps and docker-compose.
+
+    fal-mock --fixtures fal.json [--host 127.0.0.1] [--port 4005]
+             [--polls-before-in-progress A] [--polls-before-completed C]
+             [--record-mode MODE --upstream URL] [--allow-remote-webhooks]
+
+Prints the proxy URL (``http://127.0.0.1:4005/fal``) on stdout once it serves, and exits 0 on
+SIGINT or SIGTERM. Drive it over HTTP with the control API under ``/__falmock/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Optional, Sequence
+
+from . import __version__
+from ._fixture_files import FixtureFileError, load_path
+from ._mock import FalMock
+from ._options import FalMockUsageError, QueueConfig, queue_config
+from ._record import RECORD_MODES, Credentials, RecordSettings, attach, resolve
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4005
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fal-mock",
+        description="Serve a local, deterministic stand-in for the fal.ai API "
+        "(control API under /__falmock/: health, fixtures, reset, requests).",
+    )
+    parser.add_argument(
+        "--fixtures",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="JSON fixture file or directory of *.json (repeatable); when recording, the last "
+        "one is the file recordings are written to (created if missing).",
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST})")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port to bind, 0 for any free one (default {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--polls-before-in-progress",
+        type=int,
+        metavar="A",
+        help="status polls a queue job stays IN_QUEUE (same rules as @pytest.mark.fal_queue)",
+    )
+    parser.add_argument(
+        "--polls-before-completed", type=int, metavar="C", help="status polls before a queue job is COMPLETED"
+    )
+    parser.add_argument(
+        "--record-mode",
+        choices=RECORD_MODES,
+        default="none",
+        help="none (default): never touch the network; new: forward unmatched requests upstream and "
+        "record them; once: record only if the fixture file did not exist at start; all: forward "
+        "everything, replacing recorded entries",
+    )
+    parser.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="record against URL instead of the real fal hosts (requests carry x-fal-target-host)",
+    )
+    parser.add_argument(
+        "--allow-remote-webhooks",
+        action="store_true",
+        help="deliver fal_webhook callbacks to non-loopback URLs too",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def _settings(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[QueueConfig, RecordSettings]:
+    polls = {
+        name: value
+        for name, value in (
+            ("polls_before_in_progress", args.polls_before_in_progress),
+            ("polls_before_completed", args.polls_before_completed),
+        )
+        if value is not None
+    }
+    try:
+        queue = queue_config("fal-mock", **polls)
+        record = resolve(
+            args.record_mode,
+            [Path(p) for p in args.fixtures],
+            args.upstream,
+            where="fal-mock",
+            fixtures_option="--fixtures",
+            credentials=Credentials.from_env(),
+        )
+    except FalMockUsageError as exc:
+        parser.error(str(exc).replace("fal-mock: ", "", 1))
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be 0-65535, got {args.port}")
+    return queue, record
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    queue, record = _settings(parser, args)
+
+    mock = FalMock(args.host, args.port, allow_remote_webhooks=args.allow_remote_webhooks)
+    try:
+        for path in args.fixtures:
+            if record.recording and Path(path) == record.target and not Path(path).exists():
+                continue  # created on first recording
+            mock._add_session_fixtures(load_path(Path(path)))
+    except FixtureFileError as exc:
+        parser.exit(2, f"fal-mock: error: {exc}\n")
+    recorder = attach(mock, record)
+
+    def defaults() -> None:
+        mock._configure(queue=queue, allow_remote_webhooks=args.allow_remote_webhooks)
+
+    defaults()
+    mock._control.reset_hooks.append(defaults)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        mock.start()
+    except (OSError, SystemExit) as exc:
+        parser.exit(1, f"fal-mock: error: cannot serve on {args.host}:{args.port}: {exc}\n")
+    print(mock.url, flush=True)
+    if recorder is not None:
+        where = args.upstream or "https://<fal host>"
+        print(
+            f"fal-mock: recording ({record.mode}) to {record.target} via {where}", file=sys.stderr, flush=True
+        )
+    elif record.recording:
+        print(
+            f"fal-mock: {record.target} existed: record mode once does not record",
+            file=sys.stderr,
+            flush=True,
+        )
+    print(
+        f"fal-mock: control API at {mock.base_url}/__falmock/; stop with Ctrl+C", file=sys.stderr, flush=True
+    )
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        mock.stop()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""A fake fal.ai for the record tests: one werkzeug server on 127.0.0.1, keyed by x-fal-target-host.
+
+``queue.fal.run``: submit / status / result (status and result live under ``/jobs/...``, so
+a recorder that builds its own URLs instead of following the returned ones fails);
+``fal.run``: synchronous runs. What a model does is chosen by its id:
+
+- ``fake/error``: 422 validation error (queue: as the result; run: directly)
+- ``fake/submit-error``: queue submit answers 422
+- ``fake/server-error``: 500; ``fake/html``: 200 text/html; ``fake/slow``: sleeps 1 s
+- ``fake/unauthorized``: 401
+- ``fake/echo``: the result echoes the Authorization header and query it received
+- anything else: an image result ``{"images": [...], "seed": n, "prompt": ...}``
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+@dataclass
+class Seen:
+    method: str
+    host: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class _Job:
+    model: str
+    input: Any
+    auth: str
+    query: str
+    polls: int = 0
+
+
+def _json(body: Any, status: int = 200, **headers: str) -> Response:
+    return Response(json.dumps(body), status=status, content_type="application/json", headers=headers)
+
+
+@dataclass
+class FakeFal:
+    url: str = ""
+    requests: list[Seen] = field(default_factory=list)
+    jobs: dict[str, _Job] = field(default_factory=dict)
+    seeds: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _server: Optional[BaseWSGIServer] = None
+    _thread: Optional[threading.Thread] = None
+
+    def start(self) -> FakeFal:
+        self._server = make_server("127.0.0.1", 0, Request.application(self._app), threaded=True, request_handler=_Quiet)
+        self.url = f"http://127.0.0.1:{self._server.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        assert self._server is not None and self._thread is not None
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    def seen(self, host: Optional[str] = None) -> list[Seen]:
+        return [r for r in self.requests if host is None or r.host == host]
+
+    # -- behaviour ------------------------------------------------------------------------
+    def _result(self, model: str, request_input: Any, auth: str, query: str) -> Response:
+        if model == "fake/error":
+            detail = [{"loc": ["body", "prompt"], "msg": "prompt is too long", "type": "value_error"}]
+            return _json({"detail": detail}, 422, **{"x-fal-error-type": "validation_error"})
+        if model == "fake/server-error":
+            return _json({"detail": "runner exploded"}, 500)
+        if model == "fake/unauthorized":
+            return _json({"detail": "No user found for Key ID and Secret"}, 401)
+        if model == "fake/html":
+            return Response("<html>oops</html>", content_type="text/html")
+        if model == "fake/slow":
+            time.sleep(1.0)
+        if model == "fake/echo":
+            return _json({"authorization": auth, "query": query, "note": f"called with {auth}"})
+        prompt = request_input.get("prompt", "") if isinstance(request_input, dict) else ""
+        seed = next(self.seeds)
+        image = {"url": f"https://v3.fal.media/files/fake/{seed}.png", "width": 512, "height": 512}
+        return _json({"images": [image], "seed": seed, "prompt": prompt})
+
+    def _app(self, request: Request) -> Response:
+        host = request.headers.get("x-fal-target-host", "")
+        body = request.get_data()
+        self.requests.append(
+            Seen(request.method, host, request.path, request.query_string.decode(), dict(request.headers), body)
+        )
+        auth = request.headers.get("Authorization", "")
+        query = request.query_string.decode()
+        if host == "fal.run":
+            model = request.path.strip("/")
+            return self._result(model, json.loads(body) if body else None, auth, query)
+        if host != "queue.fal.run":
+            return _json({"detail": f"fake fal: unknown x-fal-target-host {host!r}"}, 400)
+        parts = request.path.strip("/").split("/")
+        if parts[0] == "jobs":  # GET /jobs/<id>/status, GET /jobs/<id>
+            job = self.jobs.get(parts[1])
+            if job is None:
+                return _json({"detail": "Request not found"}, 404)
+            if parts[2:] == ["status"]:
+                job.polls += 1
+                state = ["IN_QUEUE", "IN_PROGRESS"][job.polls - 1] if job.polls <= 2 else "COMPLETED"
+                return _json({"status": state, "request_id": parts[1]}, 200 if state == "COMPLETED" else 202)
+            return self._result(job.model, job.input, job.auth, job.query)
+        model = "/".join(parts)
+        if model == "fake/submit-error":
+            return _json({"detail": [{"loc": ["body"], "msg": "field required", "type": "missing"}]}, 422)
+        if model == "fake/server-error":
+            return _json({"detail": "queue is down"}, 503)
+        request_id = str(uuid.uuid4())
+        self.jobs[request_id] = _Job(model, json.loads(body) if body else None, auth, query)
+        job_url = f"{self.url}/jobs/{request_id}"
+        return _json(
+            {
+                "request_id": request_id,
+                "status_url": job_url + "/status",
+                "response_url": job_url,
+                "cancel_url": job_url + "/cancel",
+                "status": "IN_QUEUE",
+                "queue_position": 0,
+            }
+        )
