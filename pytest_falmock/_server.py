@@ -1,4 +1,10 @@
-"""The HTTP layer: a thin ``pytest_httpserver.HTTPServerBase`` that routes, then asks the engine."""
+"""The HTTP layer: a thin ``pytest_httpserver.HTTPServerBase`` that routes, then asks the engine.
+
+Requests are served by the lean HTTP/1.1 server in :mod:`._http` (keep-alive, one thread per
+connection, no WSGI on the hot path). :meth:`FalMockServer.application` and
+:meth:`FalMockServer.dispatch` remain a complete werkzeug/WSGI entry point to the same logic
+(``server.server.app`` is a WSGI app), so both paths answer identically.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,15 @@ import re
 import threading
 import traceback
 from typing import Any, Iterator, Optional
+from urllib.parse import parse_qsl
 
 from pytest_httpserver.httpserver import HTTPServerBase, HTTPServerError
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from . import _routing as routing
 from ._engine import Engine
 from ._headers import Headers
+from ._http import FastServer, HttpRequest, HttpResponse
 from ._reply import JSON, Reply
 
 DEFAULT_MAX_BODY = 128 * 1024 * 1024
@@ -29,11 +36,16 @@ PREFLIGHT = {
     "Access-Control-Allow-Headers": "*",
     "Access-Control-Max-Age": "600",
 }
+SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+SERVER_HEADERS = [("Server", "fal_mock")]
+_CORS_ITEMS = list(CORS.items())
+_PREFLIGHT_ITEMS = list(PREFLIGHT.items())
 _HOST = re.compile(r"^(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def encode(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return _encoder.encode(body).encode()
 
 
 def _sse(events: Iterator[Any]) -> Iterator[bytes]:
@@ -41,11 +53,11 @@ def _sse(events: Iterator[Any]) -> Iterator[bytes]:
         yield b"data: " + encode(event) + b"\n\n"
 
 
-class QuietRequestHandler(WSGIRequestHandler):
-    """werkzeug's handler without a log line per request."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
+def _query_dict(raw: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in parse_qsl(raw, keep_blank_values=True):
+        out.setdefault(key, value)
+    return out
 
 
 class FalMockServer(HTTPServerBase):
@@ -60,79 +72,108 @@ class FalMockServer(HTTPServerBase):
         #: Unexpected exceptions raised while serving (reported at test teardown).
         self.internal_errors: list[str] = []
         self.control: Optional[Any] = None
+        self._http: Optional[FastServer] = None
 
+    # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
-        """Like the inherited ``start()``, with a quiet request handler."""
+        """Like the inherited ``start()``, with the lean server of :mod:`._http`."""
         if self.is_running():
             raise HTTPServerError("Server is already running")
         app = Request.application(self.application)
-        self.server = make_server(
-            self.host, self.port, app, threaded=True, request_handler=QuietRequestHandler
-        )
-        self.port = self.server.port
+        server = FastServer(self.host, self.port, app, self, SERVER_HEADERS)
+        self.server = self._http = server
+        self.port = server.port
         self.server_thread = threading.Thread(target=self.thread_target, daemon=True, name="fal_mock-server")
         self.server_thread.start()
 
-    def thread_target(self) -> None:
-        """Serve until stopped; a short poll interval makes ``stop()`` quick."""
-        assert self.server is not None
-        self.server.serve_forever(poll_interval=0.02)
+    def stop(self) -> None:
+        """Stop accepting, close every connection (idle keep-alive ones too), join all threads."""
+        server, thread = self._http, self.server_thread
+        if server is None or thread is None or not self.is_running():
+            raise HTTPServerError("Server is not running")
+        try:
+            server.shutdown()
+            server.close_connections()
+        finally:
+            server.server_close()
+            thread.join()
+            self.server = self._http = None
+            self.server_thread = None
 
     @property
     def base_url(self) -> str:
         return self.url_for("").rstrip("/")
 
-    def application(self, request: Request) -> Response:
-        """Entry point: no eager body read and no request log (unlike the inherited one)."""
-        return self.dispatch(request)
+    @property
+    def connection_count(self) -> int:
+        """Open client connections (0 when stopped)."""
+        return self._http.connection_count if self._http is not None else 0
 
-    def _base_url_for(self, request: Request) -> str:
-        host = request.headers.get("Host", "")
-        return f"http://{host}" if _HOST.match(host) else self.base_url
+    # -- the lean path (:class:`._http.Responder`) ------------------------------------------
+    def respond(self, request: HttpRequest) -> HttpResponse:
+        if request.method == "OPTIONS":
+            return HttpResponse(204, list(_PREFLIGHT_ITEMS))
+        try:
+            reply = self.answer(request.method, request.path, request.query, request.headers, request.body)
+            return self._render(reply)
+        except Exception as exc:  # the server must answer whatever happens
+            return self._render(self._internal_error(exc))
+
+    def too_large(self, length: Optional[int]) -> HttpResponse:
+        return self._render(self._too_large(length), close=True)
+
+    def protocol_error(self, status: int, message: str) -> HttpResponse:
+        return self._render(Reply(status, {"detail": message}), close=True)
+
+    def report(self, exc: BaseException) -> None:
+        self.internal_errors.append("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+
+    def _render(self, reply: Reply, close: bool = False) -> HttpResponse:
+        if reply.headers:
+            headers = list({**CORS, **reply.headers}.items())
+            typed = any(name.lower() == "content-type" for name in reply.headers)
+        else:
+            headers = list(_CORS_ITEMS)
+            typed = False
+        if reply.events is not None:
+            if not typed:
+                headers.append(("Content-Type", SSE_CONTENT_TYPE))
+            headers.append(("Cache-Control", "no-store"))
+            return HttpResponse(reply.status, headers, stream=_sse(reply.events), close=close)
+        if reply.raw is not None:
+            body = reply.raw
+            content_type = reply.content_type
+        else:
+            body = encode(reply.body)
+            content_type = JSON
+        if not typed:
+            headers.append(("Content-Type", content_type))
+        return HttpResponse(reply.status, headers, body, close=close)
+
+    # -- the WSGI path ------------------------------------------------------------------------
+    def application(self, request: Request) -> Response:
+        """WSGI entry point: no eager body read and no request log (unlike the inherited one)."""
+        return self.dispatch(request)
 
     def dispatch(self, request: Request) -> Response:
         if request.method == "OPTIONS":
             return Response(status=204, headers=PREFLIGHT)
         try:
-            return self._dispatch(request)
-        except Exception as exc:  # the server must answer whatever happens
-            self.internal_errors.append("".join(traceback.format_exception(exc)))
-            return self._response(Reply(500, {"detail": f"fal_mock internal error: {exc!r}"}))
-
-    def _dispatch(self, request: Request) -> Response:
-        length = request.content_length
-        if length is not None and length > self.max_body:
-            return self._response(
-                Reply(
-                    413, {"detail": f"Request body of {length} bytes exceeds the {self.max_body}-byte limit"}
-                ),
-                close=True,
+            length = request.content_length
+            if length is not None and length > self.max_body:
+                return self._response(self._too_large(length), close=True)
+            body = (
+                request.stream.read(self.max_body + 1)
+                if length or request.headers.get("Transfer-Encoding")
+                else b""
             )
-        body = (
-            request.stream.read(self.max_body + 1)
-            if length or request.headers.get("Transfer-Encoding")
-            else b""
-        )
-        if len(body) > self.max_body:
-            return self._response(
-                Reply(413, {"detail": f"Request body exceeds the {self.max_body}-byte limit"}), close=True
-            )
-        headers = Headers(request.headers.items())
-        path = request.path
-        if self.control is not None and path.startswith(CONTROL_PREFIX):
-            return self._response(self.control.handle(request.method, path[len(CONTROL_PREFIX) :], body))
-        query = request.query_string.decode("latin-1")
-        try:
-            op = routing.parse(request.method, path, query, headers, body, self._base_url_for(request))
-        except routing.RouteError as error:
-            self.engine.record_rejected(
-                request.method, path, dict(request.args.items()), headers, error, body
-            )
-            reply = Reply(error.status, error.body)
-            if error.allow:
-                reply.headers["Allow"] = error.allow
-            return self._response(reply)
-        return self._response(self.engine.handle(op))
+            if len(body) > self.max_body:
+                return self._response(self._too_large(None), close=True)
+            headers = Headers(request.headers.items())
+            query = request.query_string.decode("latin-1")
+            return self._response(self.answer(request.method, request.path, query, headers, body))
+        except Exception as exc:
+            return self._response(self._internal_error(exc))
 
     def _response(self, reply: Reply, close: bool = False) -> Response:
         headers = {**CORS, **reply.headers}
@@ -147,3 +188,33 @@ class FalMockServer(HTTPServerBase):
         if reply.raw is not None:
             return Response(reply.raw, status=reply.status, headers=headers, content_type=reply.content_type)
         return Response(encode(reply.body), status=reply.status, headers=headers, content_type=JSON)
+
+    # -- shared -------------------------------------------------------------------------------
+    def answer(self, method: str, path: str, query: str, headers: Headers, body: bytes) -> Reply:
+        """Route one request and let the engine answer it (both paths end here)."""
+        if self.control is not None and path.startswith(CONTROL_PREFIX):
+            reply: Reply = self.control.handle(method, path[len(CONTROL_PREFIX) :], body)
+            return reply
+        try:
+            op = routing.parse(method, path, query, headers, body, self._base_url_for(headers))
+        except routing.RouteError as error:
+            self.engine.record_rejected(method, path, _query_dict(query), headers, error, body)
+            reply = Reply(error.status, error.body)
+            if error.allow:
+                reply.headers["Allow"] = error.allow
+            return reply
+        return self.engine.handle(op)
+
+    def _base_url_for(self, headers: Headers) -> str:
+        host = headers.get("Host", "")
+        return f"http://{host}" if _HOST.match(host) else self.base_url
+
+    def _too_large(self, length: Optional[int]) -> Reply:
+        if length is None:
+            return Reply(413, {"detail": f"Request body exceeds the {self.max_body}-byte limit"})
+        message = f"Request body of {length} bytes exceeds the {self.max_body}-byte limit"
+        return Reply(413, {"detail": message})
+
+    def _internal_error(self, exc: Exception) -> Reply:
+        self.report(exc)
+        return Reply(500, {"detail": f"fal_mock internal error: {exc!r}"})

@@ -1,0 +1,583 @@
+"""A lean HTTP/1.1 server: one thread per connection, keep-alive, no WSGI on the hot path.
+
+werkzeug's development server builds a WSGI environ, a ``Request`` and a ``Response`` and
+logs a line for every request; for a mock answering thousands of tiny JSON requests that is
+most of the cost. This module parses requests straight off the socket into
+:class:`HttpRequest`, hands them to a :class:`Responder` and writes each answer with one
+``sendall``. It still is a werkzeug ``ThreadedWSGIServer`` (so ``HTTPServerBase`` can own it,
+and ``server.app`` stays a working WSGI app), with these differences:
+
+- HTTP/1.1 persistent connections (and pipelining), ``TCP_NODELAY``, no per-request logging;
+- request bodies: ``Content-Length`` or chunked; a declared length over the limit is answered
+  413 before a byte of the body is read; ``Expect: 100-continue`` is honoured;
+- streamed answers (server-sent events) are chunked for HTTP/1.1, close-delimited for 1.0;
+- :meth:`FastServer.shutdown` returns at once (no 0.5 s poll) and
+  :meth:`FastServer.close_connections` closes idle keep-alive connections and joins their
+  threads, so a stopped server leaves no thread or socket behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+import threading
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, Callable, Iterator, Optional, Protocol
+from urllib.parse import unquote, urlsplit
+
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+
+from ._headers import Headers
+
+#: Longest request line or header line, and most header lines, accepted.
+MAX_LINE = 65536
+MAX_HEADERS = 100
+MAX_HEAD = MAX_LINE + 8192
+RECV_SIZE = 65536
+#: After answering without reading the whole body, drain at most this much (and this long)
+#: before closing, so the client reads the answer rather than a connection reset.
+LINGER_BYTES = 16 * 1024 * 1024
+LINGER_SECONDS = 2.0
+#: How long ``close_connections`` waits for connection threads to finish.
+JOIN_SECONDS = 5.0
+
+REASONS = {status.value: status.phrase for status in HTTPStatus}
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+class HttpRequest:
+    """One parsed request. ``path`` is percent-decoded; ``query`` is the raw query string."""
+
+    __slots__ = ("body", "headers", "method", "path", "query", "target", "version")
+
+    def __init__(
+        self, method: str, target: str, path: str, query: str, version: str, headers: Headers, body: bytes
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.path = path
+        self.query = query
+        self.version = version
+        self.headers = headers
+        self.body = body
+
+
+class HttpResponse:
+    """What a :class:`Responder` answers: a status, headers and either a body or a stream."""
+
+    __slots__ = ("body", "close", "headers", "status", "stream")
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes = b"",
+        stream: Optional[Iterator[bytes]] = None,
+        close: bool = False,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.stream = stream
+        self.close = close
+
+
+class Responder(Protocol):
+    """The application behind :class:`FastServer`."""
+
+    @property
+    def max_body(self) -> int: ...
+
+    def respond(self, request: HttpRequest) -> HttpResponse:
+        """Answer one request; must not raise."""
+
+    def too_large(self, length: Optional[int]) -> HttpResponse:
+        """The 413 answer for a body over :attr:`max_body` (``length`` when declared)."""
+
+    def protocol_error(self, status: int, message: str) -> HttpResponse:
+        """The answer to a request that is not valid HTTP (4xx/5xx, the connection closes)."""
+
+    def report(self, exc: BaseException) -> None:
+        """Record an unexpected exception raised while serving."""
+
+
+class _ProtocolError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _BodyTooLarge(Exception):
+    def __init__(self, length: Optional[int]) -> None:
+        super().__init__(length)
+        self.length = length
+
+
+class _Closed(Exception):
+    """The peer went away mid-request."""
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def http_date() -> str:
+    """The ``Date`` header value, computed at most once a second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
+def split_target(target: str) -> tuple[str, str, Optional[str]]:
+    """``target`` -> (percent-decoded path, raw query, host of an absolute-form target).
+
+    The same path werkzeug's ``Request.path`` gives: decoded, one leading slash.
+    """
+    host: Optional[str] = None
+    if target.startswith("/") and not target.startswith("//") and "#" not in target:
+        raw_path, _, query = target.partition("?")
+    else:
+        parts = urlsplit(target)
+        query = parts.query
+        if not parts.scheme and parts.netloc:  # "//x/y" is a path, not a network location
+            raw_path = f"/{parts.netloc}{parts.path}"
+        else:
+            raw_path = parts.path
+            if parts.scheme and parts.netloc:
+                host = parts.netloc
+    path = unquote(raw_path) if "%" in raw_path else raw_path
+    if not path.startswith("/") or path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    return path, query, host
+
+
+def _parse_head(lines: list[bytes]) -> tuple[str, str, str, list[tuple[str, str]]]:
+    """Request line and header lines -> (method, target, version, headers)."""
+    parts = lines[0].split()
+    if len(parts) != 3:
+        raise _ProtocolError(400, f"Malformed request line {lines[0][:200]!r}")
+    method_b, target_b, version_b = parts
+    if not _TOKEN.issuperset(method_b):
+        raise _ProtocolError(400, f"Malformed method {method_b[:100]!r}")
+    if version_b == b"HTTP/1.1":
+        version = "HTTP/1.1"
+    elif version_b == b"HTTP/1.0":
+        version = "HTTP/1.0"
+    elif version_b.startswith(b"HTTP/1.") and version_b[7:].isdigit():
+        version = "HTTP/1.1"
+    elif (
+        version_b.startswith(b"HTTP/")
+        and len(version_b) > 5
+        and version_b[5:].replace(b".", b"", 1).isdigit()
+    ):
+        raise _ProtocolError(505, f"HTTP version {version_b.decode('latin-1')} is not supported")
+    else:
+        raise _ProtocolError(400, f"Malformed HTTP version {version_b[:100]!r}")
+    if len(lines) - 1 > MAX_HEADERS:
+        raise _ProtocolError(431, f"More than {MAX_HEADERS} request headers")
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or not _TOKEN.issuperset(name):
+            raise _ProtocolError(400, f"Malformed header line {line[:200]!r}")
+        headers.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
+    return method_b.decode("latin-1"), target_b.decode("latin-1"), version, headers
+
+
+def _tokens(value: str) -> set[str]:
+    return {token.strip().lower() for token in value.split(",")}
+
+
+class _Connection:
+    """One client connection: a receive buffer and the request loop."""
+
+    __slots__ = ("buf", "responder", "server", "sock")
+
+    def __init__(self, sock: socket.socket, server: FastServer) -> None:
+        self.sock = sock
+        self.server = server
+        self.responder = server.responder
+        self.buf = b""
+
+    # -- reading --------------------------------------------------------------------------
+    def _fill(self) -> None:
+        data = self.sock.recv(RECV_SIZE)
+        if not data:
+            raise _Closed
+        self.buf = self.buf + data if self.buf else data
+
+    def _head(self) -> Optional[list[bytes]]:
+        """The next request's head as lines (without line ends); None on a clean EOF."""
+        while True:
+            buf = self.buf
+            if buf[:1] in (b"\r", b"\n"):  # tolerate empty lines between requests
+                buf = self.buf = buf.lstrip(b"\r\n")
+            a = buf.find(b"\n\r\n")
+            b = buf.find(b"\n\n")
+            if a >= 0 and (b < 0 or a < b):
+                head, self.buf = buf[: a + 1], buf[a + 3 :]
+                break
+            if b >= 0:
+                head, self.buf = buf[: b + 1], buf[b + 2 :]
+                break
+            if len(buf) > MAX_HEAD:
+                raise _ProtocolError(431, "Request head too large")
+            try:
+                self._fill()
+            except _Closed:
+                if self.buf.strip():
+                    raise
+                return None
+        lines = head.replace(b"\r\n", b"\n").split(b"\n")
+        lines.pop()
+        for line in lines:
+            if len(line) > MAX_LINE:
+                raise _ProtocolError(431 if line is not lines[0] else 414, "Request line too long")
+        return lines
+
+    def _read(self, n: int) -> bytes:
+        have = len(self.buf)
+        if have >= n:
+            data, self.buf = self.buf[:n], self.buf[n:]
+            return data
+        out = bytearray(n)
+        view = memoryview(out)
+        view[:have] = self.buf
+        self.buf = b""
+        while have < n:
+            got = self.sock.recv_into(view[have:], min(n - have, 1 << 20))
+            if not got:
+                raise _Closed
+            have += got
+        return bytes(out)
+
+    def _line(self) -> bytes:
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                line, self.buf = self.buf[:i], self.buf[i + 1 :]
+                return line.rstrip(b"\r")
+            if len(self.buf) > MAX_LINE:
+                raise _ProtocolError(400, "Chunk line too long")
+            self._fill()
+
+    def _chunked(self, limit: int) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            size_text = self._line().split(b";", 1)[0].strip(b" \t")
+            if not size_text or not _HEX.issuperset(size_text) or len(size_text) > 16:
+                raise _ProtocolError(400, f"Malformed chunk size {size_text[:40]!r}")
+            size = int(size_text, 16)
+            if size == 0:
+                break
+            total += size
+            if total > limit:
+                raise _BodyTooLarge(None)
+            parts.append(self._read(size))
+            if self._line():
+                raise _ProtocolError(400, "Chunk data not followed by CRLF")
+        trailers = 0
+        while self._line():  # trailer fields are read and ignored
+            trailers += 1
+            if trailers > MAX_HEADERS:
+                raise _ProtocolError(431, "Too many trailer fields")
+        return b"".join(parts)
+
+    # -- writing --------------------------------------------------------------------------
+    def _send(self, response: HttpResponse, head_only: bool, keep_alive: bool, version: str) -> bool:
+        """Write ``response``; False when the connection must close afterwards."""
+        status = response.status
+        lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"]
+        lines.extend(f"{name}: {value}\r\n" for name, value in response.headers)
+        lines.append(self.server.static_headers)
+        lines.append(f"Date: {http_date()}\r\n")
+        keep_alive = keep_alive and not response.close
+        stream = response.stream
+        chunked = False
+        if stream is not None:
+            if version == "HTTP/1.1":
+                chunked = True
+                lines.append("Transfer-Encoding: chunked\r\n")
+            else:
+                keep_alive = False
+        elif status >= 200 and status not in (204, 304):
+            lines.append(f"Content-Length: {len(response.body)}\r\n")
+        if not keep_alive:
+            lines.append("Connection: close\r\n")
+        elif version == "HTTP/1.0":
+            lines.append("Connection: keep-alive\r\n")
+        lines.append("\r\n")
+        text = "".join(lines)
+        try:
+            head = text.encode("latin-1")
+        except UnicodeEncodeError:
+            head = text.encode("latin-1", "replace")
+        sock = self.sock
+        if stream is None:
+            body = b"" if head_only or status in (204, 304) or status < 200 else response.body
+            if len(body) < 65536:
+                sock.sendall(head + body)
+            else:
+                sock.sendall(head)
+                sock.sendall(body)
+            return keep_alive
+        try:
+            sock.sendall(head)
+            if head_only:
+                return keep_alive
+            for piece in stream:
+                if not piece:
+                    continue
+                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            if chunked:
+                sock.sendall(b"0\r\n\r\n")
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        return keep_alive
+
+    def _linger(self) -> None:
+        """Half-close and drain what the client still sends, so it can read our answer."""
+        sock = self.sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            drained = 0
+            while drained < LINGER_BYTES:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                sock.settimeout(left)
+                data = sock.recv(RECV_SIZE)
+                if not data:
+                    break
+                drained += len(data)
+        except OSError:
+            pass
+
+    # -- the loop -------------------------------------------------------------------------
+    def serve(self) -> None:
+        responder = self.responder
+        while True:
+            unread = False
+            try:
+                lines = self._head()
+                if lines is None:
+                    return
+                method, target, version, fields = _parse_head(lines)
+                by_name: dict[str, str] = {}
+                items: list[tuple[str, str]] = []
+                for name, value in fields:
+                    key = name.lower()
+                    if key in by_name:
+                        if key == "content-length" and by_name[key] != value:
+                            raise _ProtocolError(400, "Conflicting Content-Length headers")
+                        by_name[key] = f"{by_name[key]},{value}"
+                    else:
+                        by_name[key] = value
+                        items.append((name, value))
+                if len(items) != len(fields):
+                    items = [(name, by_name[name.lower()]) for name, _ in items]
+                connection = by_name.get("connection")
+                if version == "HTTP/1.1":
+                    keep_alive = connection is None or "close" not in _tokens(connection)
+                else:
+                    keep_alive = connection is not None and "keep-alive" in _tokens(connection)
+                path, query, absolute_host = split_target(target)
+                if absolute_host is not None:
+                    by_name["host"] = absolute_host
+                    items = [(n, v) for n, v in items if n.lower() != "host"]
+                    items.append(("Host", absolute_host))
+                transfer = by_name.get("transfer-encoding")
+                length_text = by_name.get("content-length")
+                limit = responder.max_body
+                body = b""
+                if transfer is not None:
+                    codings = [c.strip().lower() for c in transfer.split(",") if c.strip()]
+                    if not codings or codings[-1] != "chunked":
+                        raise _ProtocolError(501, f"Transfer-Encoding {transfer!r} is not supported")
+                    keep_alive = keep_alive and length_text is None  # RFC 9112 6.1: then close
+                    unread = True
+                    self._continue(by_name, version)
+                    body = self._chunked(limit)
+                    unread = False
+                elif length_text is not None:
+                    text = length_text.strip()
+                    if not text.isdigit() or not text.isascii() or len(text) > 20:
+                        raise _ProtocolError(400, f"Malformed Content-Length {length_text[:40]!r}")
+                    length = int(text)
+                    if length > limit:
+                        raise _BodyTooLarge(length)
+                    if length:
+                        unread = True
+                        self._continue(by_name, version)
+                        body = self._read(length)
+                        unread = False
+                request = HttpRequest(method, target, path, query, version, Headers(items), body)
+                response = responder.respond(request)
+                if self.server.closing:
+                    keep_alive = False
+                if not self._send(response, method == "HEAD", keep_alive, version):
+                    return
+            except _BodyTooLarge as exc:
+                self._send(responder.too_large(exc.length), False, False, "HTTP/1.1")
+                self._linger()
+                return
+            except _ProtocolError as exc:
+                self._send(responder.protocol_error(exc.status, exc.message), False, False, "HTTP/1.1")
+                if unread or exc.status in (413, 431):
+                    self._linger()
+                return
+
+    def _continue(self, by_name: dict[str, str], version: str) -> None:
+        if version == "HTTP/1.1" and by_name.get("expect", "").strip().lower() == "100-continue":
+            self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+class FastHandler(WSGIRequestHandler):
+    """Hands the connection to :class:`_Connection`; none of the WSGI machinery runs."""
+
+    protocol_version = "HTTP/1.1"
+    server: FastServer
+
+    def setup(self) -> None:  # no rfile/wfile wrappers: _Connection reads the socket itself
+        pass
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            _Connection(sock, self.server).serve()
+        except (_Closed, OSError):  # the peer went away, or stop() closed the socket
+            pass
+        except Exception as exc:
+            self.server.responder.report(exc)
+
+    def finish(self) -> None:
+        pass
+
+
+class FastServer(ThreadedWSGIServer):
+    """werkzeug's threaded server class with :class:`FastHandler` and a prompt, clean stop."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        app: Callable[..., Any],
+        responder: Responder,
+        static_headers: list[tuple[str, str]],
+    ) -> None:
+        self.responder = responder
+        self.static_headers = "".join(f"{name}: {value}\r\n" for name, value in static_headers)
+        self.closing = False
+        self._lock = threading.Lock()
+        self._connections: dict[socket.socket, threading.Thread] = {}
+        self._stop_requested = threading.Event()
+        self._stopped = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        try:
+            super().__init__(host, port, app, handler=FastHandler)
+        except BaseException:
+            self._wake_r.close()
+            self._wake_w.close()
+            raise
+
+    # -- accepting --------------------------------------------------------------------------
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Accept until :meth:`shutdown`; woken by a socket pair, not by polling."""
+        self.socket.setblocking(False)  # readiness may vanish before accept(); never block there
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.socket, selectors.EVENT_READ)
+                selector.register(self._wake_r, selectors.EVENT_READ)
+                while not self._stop_requested.is_set():
+                    ready = selector.select()
+                    if not self._stop_requested.is_set() and any(k.fileobj is self.socket for k, _ in ready):
+                        self._accept()
+        finally:
+            self._stopped.set()
+
+    def _accept(self) -> None:
+        try:
+            request, client_address = self.get_request()
+        except OSError:  # nothing to accept after all, or the client already gave up
+            return
+        try:
+            self.process_request(request, client_address)
+        except Exception:
+            self.shutdown_request(request)
+
+    def shutdown(self) -> None:
+        """Stop accepting and wait for the accept loop to end (no connection is touched)."""
+        self._stop_requested.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        self._stopped.wait()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            daemon=True,
+            name="fal_mock-connection",
+        )
+        with self._lock:
+            if self.closing:
+                self.shutdown_request(request)
+                return
+            self._connections[request] = thread
+        thread.start()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception as exc:  # FastHandler reports its own errors; this is a last resort
+            self.responder.report(exc)
+        finally:
+            with self._lock:
+                self._connections.pop(request, None)
+                self.shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Errors accepting a connection are not worth a traceback on stderr."""
+
+    # -- stopping ---------------------------------------------------------------------------
+    def close_connections(self, timeout: float = JOIN_SECONDS) -> list[threading.Thread]:
+        """Close every open connection (idle keep-alive ones included) and join their threads.
+
+        Returns the threads still alive after ``timeout`` (normally none).
+        """
+        with self._lock:
+            self.closing = True
+            connections = list(self._connections.items())
+            for sock, _ in connections:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + timeout
+        for _, thread in connections:
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        return [thread for _, thread in connections if thread.is_alive()]
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    @property
+    def connection_count(self) -> int:
+        with self._lock:
+            return len(self._connections)
