@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import re
-import tempfile
 import threading
 import time
 import urllib.error
@@ -24,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 from urllib.parse import urlencode, urlsplit
 
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from . import _routing as routing
 from ._constants import (
@@ -33,15 +30,15 @@ from ._constants import (
     ERROR_TYPE_HEADER,
     IN_PROGRESS,
     IN_QUEUE,
-    REDACTED,
     REQUEST_ID_HEADER,
     TARGET_HOST_HEADER,
     TARGET_URL_HEADER,
 )
-from ._fixture_files import FixtureFileError, parse_entry, read_document
+from ._fixture_files import FixtureFileError, parse_entry
 from ._fixtures import Fixture, Kind
 from ._jobs import app_path
 from ._options import FalMockUsageError
+from ._record_file import Credentials, FixtureWriter, redact, redact_text, secret_parts
 from ._reply import Reply
 from ._stores import Stores
 
@@ -56,49 +53,15 @@ WALK_TIMEOUT = 15 * 60.0
 #: Status polls start this far apart and double up to ``MAX_POLL_INTERVAL``.
 FIRST_POLL_INTERVAL = 0.05
 MAX_POLL_INTERVAL = 1.0
-#: Seconds to wait for another process's lock on the fixture file.
-LOCK_TIMEOUT = 60.0
 #: Upstream 4xx answers that say nothing about the request itself: never recorded (502).
 NOT_RECORDED_4XX = frozenset({401, 403, 408, 429})
 #: Headers the caller sent that go upstream as they are (plus every other ``x-fal-*``).
 FORWARDED = frozenset({"content-type", "accept", "user-agent"})
 NOT_FORWARDED = frozenset({TARGET_URL_HEADER, TARGET_HOST_HEADER, "authorization"})
 DEFAULT_HOSTS = {"queue": "queue.fal.run", "run": "fal.run"}
-_WEBHOOK_QUERY = re.compile(r"(fal_webhook=)[^&#\s\"']*")
 
 
 # -- settings ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Credentials:
-    """The fal key found in the environment at session start (before any patch)."""
-
-    key: Optional[str] = None
-    #: Every secret string that must never be written (the key and its parts).
-    secrets: tuple[str, ...] = ()
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Credentials:
-        key = environ.get("FAL_KEY", "").strip()
-        if key and key != DUMMY_FAL_KEY:
-            return cls(key, _secret_parts(key))
-        key_id = environ.get("FAL_KEY_ID", "").strip()
-        key_secret = environ.get("FAL_KEY_SECRET", "").strip()
-        if key_id and key_secret:
-            return cls(f"{key_id}:{key_secret}", _secret_parts(f"{key_id}:{key_secret}"))
-        return cls()
-
-    def __repr__(self) -> str:  # never print the key
-        return f"Credentials(key={'<set>' if self.key else None})"
-
-
-def _secret_parts(value: str) -> tuple[str, ...]:
-    parts = {value, *value.split(":", 1)}
-    if value.lower().startswith(("key ", "bearer ")):
-        parts.add(value.split(" ", 1)[1].strip())
-    # short fragments would redact innocent text; a real key part is long
-    return tuple(sorted((p for p in parts if len(p) >= 6), key=len, reverse=True))
-
-
 @dataclass(frozen=True)
 class RecordSettings:
     """How (and whether) this session records. ``active`` is False for ``none`` and for
@@ -167,84 +130,6 @@ def resolve(
         credentials if credentials is not None else Credentials.from_env(),
         target.exists() if target_existed is None else target_existed,
     )
-
-
-# -- redaction --------------------------------------------------------------------------------
-def redact_text(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return _WEBHOOK_QUERY.sub(r"\1" + REDACTED, text)
-
-
-def redact(value: Any, secrets: Sequence[str]) -> Any:
-    """A copy of a JSON value with secrets and ``fal_webhook`` query values replaced."""
-    if isinstance(value, str):
-        return redact_text(value, secrets)
-    if isinstance(value, list):
-        return [redact(v, secrets) for v in value]
-    if isinstance(value, dict):
-        return {redact_text(str(k), secrets): redact(v, secrets) for k, v in value.items()}
-    return value
-
-
-# -- the fixture file -------------------------------------------------------------------------
-class FixtureWriter:
-    """Appends or replaces entries of one fixture file: atomic, under a cross-process lock."""
-
-    def __init__(self, path: Path, lock_timeout: float = LOCK_TIMEOUT) -> None:
-        self.path = path
-        self._lock = FileLock(str(path) + ".lock", timeout=lock_timeout)
-
-    def _entries(self) -> tuple[dict[str, Any], list[Any]]:
-        if not self.path.exists():
-            empty: dict[str, Any] = {"fixtures": []}
-            return empty, empty["fixtures"]
-        document = read_document(self.path)
-        if not isinstance(document, dict) or not isinstance(document.get("fixtures"), list):
-            raise FixtureFileError(f'fal fixture file {self.path}: expected an object with a "fixtures" list')
-        return document, document["fixtures"]
-
-    def find(self, match: Mapping[str, Any]) -> Optional[dict[str, Any]]:
-        """The entry recorded with exactly this match, if any (a plain read: writes are atomic)."""
-        if not self.path.exists():
-            return None
-        _, entries = self._entries()
-        for entry in entries:
-            if isinstance(entry, dict) and entry.get("match") == match:
-                return entry
-        return None
-
-    def save(self, entry: dict[str, Any], *, replace: bool) -> None:
-        """Append ``entry``; an entry with the same match is replaced in place (``replace``) or kept."""
-        with self._lock:
-            document, entries = self._entries()
-            for i, old in enumerate(entries):
-                if isinstance(old, dict) and old.get("match") == entry["match"]:
-                    if not replace:
-                        return
-                    entries[i] = entry
-                    break
-            else:
-                entries.append(entry)
-            self._write(document)
-
-    def _write(self, document: Any) -> None:
-        text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if self.path.exists():
-                os.chmod(tmp, self.path.stat().st_mode & 0o777)
-            else:
-                os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
 
 # -- talking to the upstream ------------------------------------------------------------------
@@ -374,7 +259,7 @@ class Recorder:
         found = set(self.settings.credentials.secrets)
         auth = op.headers.get("authorization", "").strip()
         if auth:
-            found.update(_secret_parts(auth))
+            found.update(secret_parts(auth))
         found.discard(DUMMY_FAL_KEY)
         return tuple(sorted(found, key=len, reverse=True))
 

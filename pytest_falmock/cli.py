@@ -22,7 +22,8 @@ from . import __version__
 from ._fixture_files import FixtureFileError, load_path
 from ._mock import FalMock
 from ._options import FalMockUsageError, QueueConfig, queue_config
-from ._record import RECORD_MODES, Credentials, RecordSettings, attach, resolve
+from ._record import RECORD_MODES, RecordSettings, attach, resolve
+from ._record_file import Credentials
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4005

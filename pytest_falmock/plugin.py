@@ -12,7 +12,8 @@ from ._fixture_files import FixtureFileError, load_path
 from ._fixtures import Fixture
 from ._mock import FalMock
 from ._options import FalMockUsageError, MockOptions, mock_options, queue_config
-from ._record import RECORD_MODES, Credentials, RecordSettings, attach, resolve
+from ._record import RECORD_MODES, RecordSettings, attach, resolve
+from ._record_file import Credentials
 
 FIXTURES_KEY = pytest.StashKey[List[Fixture]]()
 RECORD_KEY = pytest.StashKey[RecordSettings]()

@@ -64,14 +64,17 @@ class FakeFal:
     _thread: Optional[threading.Thread] = None
 
     def start(self) -> FakeFal:
-        self._server = make_server("127.0.0.1", 0, Request.application(self._app), threaded=True, request_handler=_Quiet)
+        self._server = make_server(
+            "127.0.0.1", 0, Request.application(self._app), threaded=True, request_handler=_Quiet
+        )
         self.url = f"http://127.0.0.1:{self._server.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        assert self._server is not None and self._thread is not None
+        assert self._server is not None
+        assert self._thread is not None
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
@@ -103,7 +106,9 @@ class FakeFal:
         host = request.headers.get("x-fal-target-host", "")
         body = request.get_data()
         self.requests.append(
-            Seen(request.method, host, request.path, request.query_string.decode(), dict(request.headers), body)
+            Seen(
+                request.method, host, request.path, request.query_string.decode(), dict(request.headers), body
+            )
         )
         auth = request.headers.get("Authorization", "")
         query = request.query_string.decode()

@@ -12,7 +12,8 @@ from fake_fal_upstream import FakeFal
 
 from pytest_falmock import FalMock
 from pytest_falmock._constants import DUMMY_FAL_KEY, REDACTED
-from pytest_falmock._record import Credentials, Recorder, attach, resolve
+from pytest_falmock._record import Recorder, UpstreamError, attach, resolve
+from pytest_falmock._record_file import Credentials
 
 KEY = "fk-abcdef123456:s3cr3t-value-9876543210"
 Make = Callable[..., FalMock]
@@ -35,7 +36,9 @@ def make(fake: FakeFal, target: Path) -> Iterator[Make]:
     """``make(mode="new", upstream=fake.url, key=KEY, **settings)``: a started, recording FalMock."""
     mocks: list[FalMock] = []
 
-    def build(mode: str = "new", upstream: Optional[str] = "fake", key: Optional[str] = KEY, **kw: Any) -> FalMock:
+    def build(
+        mode: str = "new", upstream: Optional[str] = "fake", key: Optional[str] = KEY, **kw: Any
+    ) -> FalMock:
         settings = resolve(
             mode,
             [target],
@@ -71,7 +74,9 @@ def flux_entry(seed: int, prompt: str = "a cat") -> dict[str, Any]:
 
 
 # -- queue ------------------------------------------------------------------------------------
-def test_queue_submit_walks_the_upstream_and_serves_the_local_lifecycle(make: Make, fake: FakeFal, target: Path) -> None:
+def test_queue_submit_walks_the_upstream_and_serves_the_local_lifecycle(
+    make: Make, fake: FakeFal, target: Path
+) -> None:
     mock = make()
     submitted = http("POST", f"{mock.url}/queue/fal-ai/flux/dev", {"prompt": "a cat"})
     assert submitted.status == 200
@@ -167,7 +172,9 @@ def test_routing_headers_pick_the_upstream_host_and_query(make: Make, fake: Fake
         "POST",
         mock.url,
         {"prompt": "x"},
-        headers={"x-fal-target-url": "https://fal.run/fake/echo?sync_mode=1&fal_webhook=http://127.0.0.1:9/h"},
+        headers={
+            "x-fal-target-url": "https://fal.run/fake/echo?sync_mode=1&fal_webhook=http://127.0.0.1:9/h"
+        },
     )
     assert answer.status == 200
     seen = fake.requests[0]
@@ -179,7 +186,9 @@ def test_routing_headers_pick_the_upstream_host_and_query(make: Make, fake: Fake
 VALIDATION = [{"loc": ["body", "prompt"], "msg": "prompt is too long", "type": "value_error"}]
 
 
-def test_upstream_4xx_result_is_recorded_and_replayed_as_an_error_job(make: Make, fake: FakeFal, target: Path) -> None:
+def test_upstream_4xx_result_is_recorded_and_replayed_as_an_error_job(
+    make: Make, fake: FakeFal, target: Path
+) -> None:
     mock = make()
     envelope = http("POST", f"{mock.url}/queue/fake/error", {"prompt": "long"}).json
     status = http("GET", envelope["status_url"]).json
@@ -288,10 +297,21 @@ def test_nothing_secret_is_written(make: Make, fake: FakeFal, target: Path) -> N
     mock = make()
     webhook = "http://127.0.0.1:9/hook?token=webhook-secret"
     envelope = http("POST", f"{mock.url}/queue/fake/echo?fal_webhook={webhook}&x=1", {"prompt": "p"}).json
-    http("POST", f"{mock.url}/run/fake/echo", {"prompt": "q"}, headers={"Authorization": "Key caller-own-key-000000"})
+    http(
+        "POST",
+        f"{mock.url}/run/fake/echo",
+        {"prompt": "q"},
+        headers={"Authorization": "Key caller-own-key-000000"},
+    )
     assert "fal_webhook" not in fake.requests[0].query  # the mock delivers webhooks itself
     text = target.read_text()
-    for secret in (KEY, "s3cr3t-value-9876543210", "fk-abcdef123456", "caller-own-key-000000", "webhook-secret"):
+    for secret in (
+        KEY,
+        "s3cr3t-value-9876543210",
+        "fk-abcdef123456",
+        "caller-own-key-000000",
+        "webhook-secret",
+    ):
         assert secret not in text
     result = http("GET", envelope["response_url"]).json
     assert result["authorization"] == f"Key {REDACTED}"
@@ -314,7 +334,7 @@ def test_without_an_upstream_override_requests_go_to_the_real_fal_hosts(
 
     def fetch(self: Recorder, method: str, url: str, headers: dict[str, str], body: Optional[bytes]) -> Any:
         calls.append((method, url, dict(headers)))
-        raise __import__("pytest_falmock._record", fromlist=["UpstreamError"]).UpstreamError("offline")
+        raise UpstreamError("offline")
 
     monkeypatch.setattr(Recorder, "_fetch", fetch)
     mock = make(upstream=None)
