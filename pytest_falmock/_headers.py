@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Mapping, Tuple
+from typing import Any, Iterable, Iterator, Mapping, Optional, Tuple, TypeVar, Union, overload
 
 from ._constants import REDACTED
 
+_T = TypeVar("_T")
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-fal-key"})
 
 
@@ -22,6 +23,15 @@ class Headers(Mapping[str, str]):
     def __getitem__(self, key: str) -> str:
         return self._items[key.lower()][1]
 
+    @overload
+    def get(self, key: str, /) -> Optional[str]: ...
+    @overload
+    def get(self, key: str, /, default: Union[str, _T]) -> Union[str, _T]: ...
+    def get(self, key: str, /, default: Any = None) -> Any:
+        """Like ``Mapping.get``, without raising and catching ``KeyError`` on a miss."""
+        item = self._items.get(key.lower())
+        return default if item is None else item[1]
+
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key.lower() in self._items
 
@@ -35,7 +45,9 @@ class Headers(Mapping[str, str]):
         return f"Headers({dict(self.items())!r})"
 
     def redacted(self) -> Headers:
-        """A copy with credentials replaced by ``[REDACTED]``."""
+        """A copy with credentials replaced by ``[REDACTED]`` (``self`` when there are none)."""
+        if SECRET_HEADERS.isdisjoint(self._items):
+            return self  # immutable, so sharing is safe
         return Headers((k, REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in self.items())
 
 

@@ -65,7 +65,7 @@ def image_renderer(payload: Mapping[str, Any]) -> Callable[[Any], Any]:
     prompt_given = "prompt" in payload
 
     def render(request_input: Any) -> Any:
-        body = copy.deepcopy(frozen)
+        body = fresh_copy(frozen)
         if not prompt_given:
             prompt = ""
             if isinstance(request_input, Mapping) and "prompt" in request_input:
@@ -97,11 +97,26 @@ def video_renderer(payload: Mapping[str, Any]) -> Callable[[Any], Any]:
     return constant(body)
 
 
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def fresh_copy(value: Any) -> Any:
+    """``copy.deepcopy`` for JSON-shaped data, several times faster; other types fall back to it."""
+    kind = type(value)
+    if kind is dict:
+        return {key: fresh_copy(item) for key, item in value.items()}
+    if kind is list:
+        return [fresh_copy(item) for item in value]
+    if kind in _ATOMS:
+        return value
+    return copy.deepcopy(value)
+
+
 def constant(payload: Any) -> Callable[[Any], Any]:
     """A renderer that always answers (a fresh copy of) ``payload``."""
     frozen = copy.deepcopy(payload)
 
     def render(request_input: Any) -> Any:
-        return copy.deepcopy(frozen)
+        return fresh_copy(frozen)
 
     return render

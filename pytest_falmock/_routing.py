@@ -123,6 +123,8 @@ def _service_for_host(host: str) -> str:
 
 
 def _query(raw: str) -> dict[str, str]:
+    if not raw:
+        return {}
     out: dict[str, str] = {}
     for key, value in parse_qsl(raw, keep_blank_values=True):
         out.setdefault(key, value)

@@ -1,0 +1,477 @@
+"""pytest-falmock benchmark: prints a table (see the README's Performance section).
+
+    python bench/run.py [--duration 5] [--rounds 2] [--tests 1000] [--jobs 10000] [--no-aimock]
+
+1. full queue cycles/s (submit -> status -> result) from one keep-alive ``http.client``
+   connection: against fal_mock in-process (as the pytest fixture runs it), fal_mock as a
+   separate process (``python -m pytest_falmock``), and a bare threaded werkzeug app answering
+   constant JSON (the floor of the werkzeug stack);
+2. the same cycle through the real ``fal_client.subscribe`` in-process;
+3. per-test overhead of the ``fal_mock`` fixture (setup + teardown with the fal_client patch)
+   over N generated tests, against the same N empty tests, each file in its own pytest process;
+4. p50/p99 latency of one status poll with 10,000 jobs in the store, and memory per job;
+5. when ``node`` and ``npm`` are on PATH: the same cycle against ``@copilotkit/aimock``'s
+   ``llmock`` CLI (npm-installed into a cache directory), side by side, as a ratio.
+
+Only npm's registry is contacted (step 5); every server listens on 127.0.0.1 and every
+subprocess is stopped before the script exits. Throughput figures are the best of
+``--rounds`` runs, taken alternately, so a noisy neighbour hurts every contender alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import http.client
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pytest_falmock import FalMock  # noqa: E402
+
+MODEL = "fal-ai/flux/dev"
+FIXTURE = {
+    "fixtures": [
+        {
+            "match": {"model": MODEL, "endpoint": "fal"},
+            "response": {"json": {"images": [{"url": "https://example.com/result.png"}]}},
+        }
+    ]
+}
+HEADERS = {"x-fal-target-host": "queue.fal.run", "content-type": "application/json"}
+BODY = json.dumps({"prompt": "a cat"})
+WARMUP = 200
+AIMOCK_PACKAGE = "@copilotkit/aimock"
+START_TIMEOUT = 30.0
+
+
+# -- the cycle ---------------------------------------------------------------------------------
+def cycle_loop(port: int, duration: float) -> float:
+    """aimock-fal.md section 14's loop: one keep-alive connection, cycles/s after a warm-up."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def cycle() -> None:
+        conn.request("POST", f"/fal/{MODEL}", BODY, HEADERS)
+        response = conn.getresponse()
+        submitted = json.loads(response.read())
+        assert response.status == 200, (response.status, submitted)
+        request_id = submitted["request_id"]
+        conn.request("GET", f"/fal/fal-ai/flux/requests/{request_id}/status", headers=HEADERS)
+        response = conn.getresponse()
+        status = json.loads(response.read())
+        assert status["status"] == "COMPLETED", status
+        conn.request("GET", f"/fal/fal-ai/flux/requests/{request_id}", headers=HEADERS)
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200, response.status
+
+    try:
+        for _ in range(WARMUP):
+            cycle()
+        count = 0
+        start = time.perf_counter()
+        end = start + duration
+        while time.perf_counter() < end:
+            cycle()
+            count += 1
+        return count / (time.perf_counter() - start)
+    finally:
+        conn.close()
+
+
+def bare_werkzeug_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """The floor: a WSGI app that reads the body and answers a constant JSON document."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    if length:
+        environ["wsgi.input"].read(length)
+    body = b'{"request_id":"00000000-0000-4000-8000-000000000000","status":"COMPLETED"}'
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+@contextmanager
+def werkzeug_server() -> Iterator[int]:
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            pass
+
+    server = make_server("127.0.0.1", 0, bare_werkzeug_app, threaded=True, request_handler=Quiet)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server.port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@contextmanager
+def in_process_mock() -> Iterator[FalMock]:
+    mock = FalMock()
+    mock.add_fixture_document(FIXTURE, "bench")
+    with mock:
+        yield mock
+
+
+@contextmanager
+def spawned(command: list[str], ready: Callable[[subprocess.Popen[str]], int]) -> Iterator[int]:
+    """Run a server process; ``ready`` returns its port once it serves. Always stopped."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True
+    )
+    try:
+        yield ready(process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def wait_for_submit(port: int, process: subprocess.Popen[str]) -> int:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("POST", f"/fal/{MODEL}", BODY, HEADERS)
+            status = conn.getresponse().status
+            conn.close()
+            if status == 200:
+                return port
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server on port {port} did not answer within {START_TIMEOUT:.0f} s")
+
+
+@contextmanager
+def subprocess_mock(fixture_file: Path) -> Iterator[int]:
+    def ready(process: subprocess.Popen[str]) -> int:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()  # the CLI prints its URL once it serves
+        if not line.startswith("http://"):
+            raise RuntimeError(f"python -m pytest_falmock printed {line!r}")
+        port = int(line.rsplit(":", 1)[1].split("/", 1)[0])
+        return wait_for_submit(port, process)
+
+    command = [sys.executable, "-m", "pytest_falmock", "--fixtures", str(fixture_file), "--port", "0"]
+    with spawned(command, ready) as port:
+        yield port
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# -- aimock --------------------------------------------------------------------------------------
+def aimock_cli(cache: Path) -> Optional[tuple[Path, str]]:
+    """npm-install aimock into ``cache`` once; (path to its llmock CLI, version) or None."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        return None
+    package_dir = cache / "node_modules" / "@copilotkit" / "aimock"
+    if not (package_dir / "package.json").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        manifest = cache / "package.json"
+        if not manifest.exists():
+            manifest.write_text('{"name": "falmock-bench-aimock", "private": true}\n')
+        print(f"installing {AIMOCK_PACKAGE} into {cache} ...", file=sys.stderr, flush=True)
+        result = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--silent", AIMOCK_PACKAGE],
+            cwd=cache,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if result.returncode != 0:
+            print(f"npm install failed, skipping aimock:\n{result.stderr[-2000:]}", file=sys.stderr)
+            return None
+    meta = json.loads((package_dir / "package.json").read_text())
+    bins = meta.get("bin", {})
+    cli = bins.get("llmock") if isinstance(bins, dict) else None
+    if not cli:
+        return None
+    return package_dir / cli, str(meta.get("version", "?"))
+
+
+@contextmanager
+def aimock_server(cli: Path, fixture_file: Path) -> Iterator[int]:
+    port = free_port()
+    node = shutil.which("node") or "node"
+    command = [
+        node,
+        str(cli),
+        "--fixtures",
+        str(fixture_file),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "silent",
+    ]
+    with spawned(command, lambda process: wait_for_submit(port, process)) as ready_port:
+        yield ready_port
+
+
+# -- 2. fal_client ---------------------------------------------------------------------------------
+def fal_client_loop(duration: float) -> Optional[float]:
+    try:
+        import fal_client
+    except ImportError:
+        return None
+    from pytest_falmock._client_patch import FalClientPatch
+
+    with in_process_mock() as mock:
+        patch = FalClientPatch(mock.base_url)
+        patch.apply()
+        try:
+            for _ in range(50):
+                fal_client.subscribe(MODEL, {"prompt": "a cat"})
+            count = 0
+            start = time.perf_counter()
+            end = start + duration
+            while time.perf_counter() < end:
+                result = fal_client.subscribe(MODEL, {"prompt": "a cat"})
+                assert result["images"][0]["url"] == "https://example.com/result.png", result
+                count += 1
+            return count / (time.perf_counter() - start)
+        finally:
+            patch.undo()
+
+
+# -- 3. fixture overhead -----------------------------------------------------------------------------
+TEST_FILE = """\
+import fal_client  # imported by both files, so the import is not counted as overhead
+
+{tests}
+"""
+
+
+def fixture_overhead(count: int, rounds: int) -> tuple[float, float, float]:
+    """(empty-test wall s, fal_mock wall s, overhead ms per test), best of ``rounds``."""
+    with tempfile.TemporaryDirectory(prefix="falmock-bench-") as tmp:
+        root = Path(tmp)
+        (root / "pytest.ini").write_text("[pytest]\n")
+        (root / "test_empty.py").write_text(
+            TEST_FILE.format(tests="\n".join(f"def test_{i}():\n    pass\n" for i in range(count)))
+        )
+        (root / "test_fal_mock.py").write_text(
+            TEST_FILE.format(tests="\n".join(f"def test_{i}(fal_mock):\n    pass\n" for i in range(count)))
+        )
+
+        def run(name: str) -> float:
+            command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
+            start = time.perf_counter()
+            result = subprocess.run([*command, name], cwd=root, capture_output=True, text=True, timeout=600)
+            elapsed = time.perf_counter() - start
+            if result.returncode != 0 or f"{count} passed" not in result.stdout:
+                raise RuntimeError(f"pytest {name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+            return elapsed
+
+        empty: list[float] = []
+        mocked: list[float] = []
+        for _ in range(max(rounds, 2)):
+            empty.append(run("test_empty.py"))
+            mocked.append(run("test_fal_mock.py"))
+    best_empty, best_mocked = min(empty), min(mocked)
+    return best_empty, best_mocked, (best_mocked - best_empty) / count * 1000
+
+
+# -- 4. latency and memory -------------------------------------------------------------------------
+def submit(conn: http.client.HTTPConnection) -> str:
+    conn.request("POST", f"/fal/{MODEL}", BODY, HEADERS)
+    response = conn.getresponse()
+    request_id: str = json.loads(response.read())["request_id"]
+    return request_id
+
+
+def poll_latency(jobs: int, polls: int) -> tuple[float, float, float, float]:
+    """(p50 ms, p99 ms) of status polls with 100 jobs stored, then with ``jobs`` stored."""
+    with in_process_mock() as mock:
+        conn = http.client.HTTPConnection("127.0.0.1", mock.port, timeout=30)
+        try:
+            ids = [submit(conn) for _ in range(100)]
+            small = _polls(conn, ids, polls)
+            ids += [submit(conn) for _ in range(jobs - len(ids))]
+            assert len(mock._stores.jobs) == jobs
+            large = _polls(conn, ids, polls)
+        finally:
+            conn.close()
+    return small + large
+
+
+def _polls(conn: http.client.HTTPConnection, ids: list[str], polls: int) -> tuple[float, float]:
+    rng = random.Random(0)
+    samples = []
+    for i in range(polls + 100):
+        request_id = rng.choice(ids)
+        start = time.perf_counter()
+        conn.request("GET", f"/fal/fal-ai/flux/requests/{request_id}/status", headers=HEADERS)
+        response = conn.getresponse()
+        response.read()
+        elapsed = time.perf_counter() - start
+        assert response.status == 200
+        if i >= 100:
+            samples.append(elapsed * 1000)
+    cuts = statistics.quantiles(samples, n=100)
+    return cuts[49], cuts[98]
+
+
+def memory_per_job(jobs: int) -> tuple[float, float]:
+    """(bytes per stored job, bytes per job including its journal record), via tracemalloc."""
+    with in_process_mock() as mock:
+        conn = http.client.HTTPConnection("127.0.0.1", mock.port, timeout=30)
+        try:
+            submit(conn)
+            mock.reset()
+            gc.collect()
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(jobs):
+                submit(conn)
+            gc.collect()
+            with_journal = tracemalloc.get_traced_memory()[0] - before
+            mock._stores.journal.clear()
+            gc.collect()
+            jobs_only = tracemalloc.get_traced_memory()[0] - before
+            tracemalloc.stop()
+        finally:
+            conn.close()
+    return jobs_only / jobs, with_journal / jobs
+
+
+# -- the table -------------------------------------------------------------------------------------
+def cycles(port: int, duration: float) -> Callable[[], float]:
+    return lambda: cycle_loop(port, duration)
+
+
+def best_of(rounds: int, contenders: dict[str, Callable[[], float]]) -> dict[str, float]:
+    """Run every contender ``rounds`` times, interleaved; keep each one's best."""
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, run in contenders.items():
+            best[name] = max(best.get(name, 0.0), run())
+    return best
+
+
+def machine() -> str:
+    model = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}, {platform.system()}"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput run (5)")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per throughput figure, best kept (2)")
+    parser.add_argument("--tests", type=int, default=1000, help="generated tests for the overhead (1000)")
+    parser.add_argument("--jobs", type=int, default=10_000, help="jobs in the store for latency (10000)")
+    parser.add_argument("--polls", type=int, default=2000, help="timed status polls (2000)")
+    parser.add_argument("--no-aimock", action="store_true", help="skip the aimock comparison")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pytest-falmock-bench",
+        help="where aimock is npm-installed (default ~/.cache/pytest-falmock-bench)",
+    )
+    args = parser.parse_args(argv)
+    rows: list[tuple[str, str]] = []
+
+    def row(name: str, value: str) -> None:
+        rows.append((name, value))
+        print(f"  {name}: {value}", file=sys.stderr, flush=True)
+
+    print(f"machine: {machine()}", file=sys.stderr)
+    aimock = None if args.no_aimock else aimock_cli(args.cache / "aimock")
+    with tempfile.TemporaryDirectory(prefix="falmock-bench-") as tmp:
+        fixture_file = Path(tmp) / "fal.json"
+        fixture_file.write_text(json.dumps(FIXTURE))
+        with ExitStack() as stack:
+            ports = {
+                "fal_mock in-process": stack.enter_context(in_process_mock()).port,
+                "fal_mock process": stack.enter_context(subprocess_mock(fixture_file)),
+                "werkzeug floor": stack.enter_context(werkzeug_server()),
+            }
+            if aimock is not None:
+                ports["aimock"] = stack.enter_context(aimock_server(aimock[0], fixture_file))
+            best = best_of(args.rounds, {name: cycles(port, args.duration) for name, port in ports.items()})
+    row("1. cycles/s, fal_mock in-process (as in pytest)", f"{best['fal_mock in-process']:,.0f}")
+    row("1. cycles/s, fal_mock as a process (python -m pytest_falmock)", f"{best['fal_mock process']:,.0f}")
+    row("1. cycles/s, bare threaded werkzeug app, constant JSON", f"{best['werkzeug floor']:,.0f}")
+    subscribe = fal_client_loop(args.duration)
+    row(
+        "2. cycles/s, fal_client.subscribe in-process",
+        f"{subscribe:,.0f}" if subscribe is not None else "skipped (fal_client not installed)",
+    )
+    empty, mocked, per_test = fixture_overhead(args.tests, args.rounds)
+    row(
+        f"3. fal_mock fixture overhead per test ({args.tests} tests)",
+        f"{per_test:.2f} ms ({mocked:.2f} s vs {empty:.2f} s for empty tests)",
+    )
+    p50_small, p99_small, p50, p99 = poll_latency(args.jobs, args.polls)
+    row(f"4. status poll p50 / p99, {args.jobs:,} jobs stored", f"{p50:.3f} / {p99:.3f} ms")
+    row("4. status poll p50 / p99, 100 jobs stored", f"{p50_small:.3f} / {p99_small:.3f} ms")
+    jobs_only, with_journal = memory_per_job(min(args.jobs, 5000))
+    row("4. memory per stored job (+ its journal record)", f"{jobs_only:,.0f} B ({with_journal:,.0f} B)")
+    if aimock is not None:
+        ours, theirs = best["fal_mock process"], best["aimock"]
+        row(f"5. cycles/s, aimock {aimock[1]} (node {node_version()})", f"{theirs:,.0f}")
+        row("5. fal_mock process / aimock", f"{ours / theirs:.2f}x")
+        row("5. fal_mock in-process / aimock", f"{best['fal_mock in-process'] / theirs:.2f}x")
+    else:
+        row("5. aimock", "skipped (--no-aimock, or node/npm not found)")
+
+    print(f"\nMachine: {machine()}")
+    print(f"Throughput: best of {args.rounds} interleaved runs of {args.duration:g} s each.\n")
+    width = max(len(name) for name, _ in rows)
+    print(f"| {'measurement'.ljust(width)} | result |")
+    print(f"|{'-' * (width + 2)}|--------|")
+    for name, value in rows:
+        print(f"| {name.ljust(width)} | {value} |")
+    return 0
+
+
+def node_version() -> str:
+    node = shutil.which("node")
+    if node is None:
+        return "?"
+    return subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
