@@ -102,8 +102,8 @@ class WebhookSender:
                 delivery = WebhookDelivery(url, request_id, body, "delivered", status_code=response.status)
         except urllib.error.HTTPError as exc:
             delivery = WebhookDelivery(url, request_id, body, "delivered", status_code=exc.code)
-        except (OSError, ValueError) as exc:
-            delivery = WebhookDelivery(url, request_id, body, "failed", error=str(exc))
+        except Exception as exc:  # OSError, http.client.InvalidURL, ...: record it, never crash the thread
+            delivery = WebhookDelivery(url, request_id, body, "failed", error=f"{type(exc).__name__}: {exc}")
         self._stores.add_webhook(delivery)
 
     def drain(self, timeout: float = DELIVERY_TIMEOUT) -> None:
