@@ -1,0 +1,258 @@
+"""The standalone server: ``python -m pytest_falmock`` / ``fal-mock``, run as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import pytest
+from conftest import http
+from fake_fal_upstream import FakeFal
+
+from pytest_falmock.cli import DEFAULT_HOST, DEFAULT_PORT, build_parser
+
+JS_DIR = Path(__file__).parent / "js"
+FLUX = {"images": [{"url": "https://x/cat.png"}]}
+DOC = {
+    "fixtures": [
+        {"match": {"model": "fal-ai/flux/dev"}, "response": {"json": FLUX}},
+        {"match": {"model": "fal-ai/whisper"}, "response": {"json": {"text": "hello"}}},
+    ]
+}
+KEY = "fk-cli-0123456789:cli-secret-abcdefgh"
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
+        self.proc = proc
+        self.url = url
+        self.base = url[: -len("/fal")]
+
+    def control(self, method: str, name: str, body: Any = None) -> Any:
+        return http(method, f"{self.base}/__falmock/{name}", body)
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=10)
+        return self.proc.returncode, err
+
+
+Start = Callable[..., Server]
+
+
+def _first_line(proc: subprocess.Popen[str], timeout: float = 15) -> str:
+    stdout = proc.stdout
+    assert stdout is not None
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return line[0].strip() if line else ""
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Start]:
+    """``start(*args, env=...)``: ``python -m pytest_falmock --port 0 *args``, once it serves."""
+    servers: list[Server] = []
+
+    def run(
+        *args: str, env: Optional[dict[str, str]] = None, port: Sequence[str] = ("--port", "0")
+    ) -> Server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest_falmock", *port, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, **(env or {})},
+        )
+        url = _first_line(proc)
+        if not url:
+            proc.kill()
+            pytest.fail(f"fal-mock did not print its URL: {proc.communicate()[1]}")
+        server = Server(proc, url)
+        servers.append(server)
+        return server
+
+    yield run
+    for server in servers:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.communicate()
+
+
+@pytest.fixture
+def fixtures(tmp_path: Path) -> Path:
+    path = tmp_path / "fal.json"
+    path.write_text(json.dumps(DOC))
+    return path
+
+
+def test_serves_prints_the_proxy_url_and_exits_0_on_sigterm(start: Start, fixtures: Path) -> None:
+    server = start("--fixtures", str(fixtures))
+    assert server.url.startswith("http://127.0.0.1:")
+    assert server.url.endswith("/fal")
+    assert server.control("GET", "health").json == {"status": "ok"}
+    envelope = http("POST", f"{server.url}/queue/fal-ai/flux/dev", {"prompt": "a cat"}).json
+    assert envelope["status_url"].startswith(server.url + "/queue/fal-ai/flux/requests/")
+    assert http("GET", envelope["response_url"]).json == FLUX
+    code, err = server.stop(signal.SIGTERM)
+    assert code == 0, err
+
+
+def test_exits_0_on_sigint(start: Start, fixtures: Path) -> None:
+    server = start("--fixtures", str(fixtures))
+    code, err = server.stop(signal.SIGINT)
+    assert code == 0, err
+    assert "Traceback" not in err
+
+
+def test_defaults_bind_127_0_0_1_port_4005() -> None:
+    args = build_parser().parse_args([])
+    assert (args.host, args.port, DEFAULT_HOST, DEFAULT_PORT) == ("127.0.0.1", 4005, "127.0.0.1", 4005)
+    assert (args.record_mode, args.upstream, args.fixtures) == ("none", None, [])
+
+
+def test_default_port_is_4005(start: Start, fixtures: Path) -> None:
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", DEFAULT_PORT)) == 0:
+            pytest.skip("port 4005 is in use on this machine")
+    server = start("--fixtures", str(fixtures), port=())
+    assert server.url == "http://127.0.0.1:4005/fal"
+    assert server.stop()[0] == 0
+
+
+def test_the_console_script_is_installed() -> None:
+    script = shutil.which("fal-mock", path=str(Path(sys.executable).parent))
+    assert script is not None, "pip install -e . should install the fal-mock script"
+    done = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0
+    for flag in ("--fixtures", "--host", "--port", "--polls-before-in-progress", "--polls-before-completed"):
+        assert flag in done.stdout
+    for flag in ("--record-mode", "--upstream", "--allow-remote-webhooks"):
+        assert flag in done.stdout
+
+
+def test_polling_realism_flags_survive_a_control_reset(start: Start, fixtures: Path) -> None:
+    server = start(
+        "--fixtures", str(fixtures), "--polls-before-in-progress", "1", "--polls-before-completed", "2"
+    )
+    for _ in range(2):
+        envelope = http("POST", f"{server.url}/queue/fal-ai/flux/dev", {"prompt": "a"}).json
+        assert envelope["queue_position"] == 1
+        states = [http("GET", envelope["status_url"]).json["status"] for _ in range(2)]
+        assert states == ["IN_PROGRESS", "COMPLETED"]
+        assert server.control("POST", "reset").json == {"reset": True}
+
+
+def test_control_api_over_http(start: Start) -> None:
+    server = start()  # no fixture file: everything comes through the control API
+    assert http("POST", f"{server.url}/run/fal-ai/whisper", {}).status == 404
+    assert server.control("POST", "fixtures", DOC).status == 201
+    assert http("POST", f"{server.url}/run/fal-ai/whisper", {}).json == {"text": "hello"}
+    routes = [(r["route"], r["status_code"]) for r in server.control("GET", "requests").json]
+    assert routes == [("run", 404), ("run", 200)]
+    server.control("POST", "reset")
+    assert server.control("GET", "requests").json == []
+    assert http("POST", f"{server.url}/run/fal-ai/whisper", {}).json == {"text": "hello"}  # kept
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--polls-before-completed", "-1"], "polls_before_completed must be a non-negative integer"),
+        (["--record-mode", "new"], "record mode 'new' needs --fixtures PATH"),
+        (["--record-mode", "sometimes"], "invalid choice: 'sometimes'"),
+        (["--fixtures", "missing.json"], "fal fixture file missing.json does not exist"),
+        (
+            ["--record-mode", "new", "--fixtures", "x.json", "--upstream", "nope"],
+            "expected an http(s) base URL",
+        ),
+        (["--port", "70000"], "--port must be 0-65535"),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_falmock", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert done.stdout == ""
+
+
+def test_records_through_an_upstream(start: Start, tmp_path: Path) -> None:
+    fake = FakeFal().start()
+    try:
+        server = start(
+            "--fixtures", "rec/fal.json", "--record-mode", "new", "--upstream", fake.url, env={"FAL_KEY": KEY}
+        )
+        run = http("POST", f"{server.url}/run/fal-ai/fast-sdxl", {"prompt": "a tree"})
+        assert (run.status, run.json["prompt"]) == (200, "a tree")
+        envelope = http("POST", f"{server.url}/queue/fal-ai/flux/dev", {"prompt": "a cat"}).json
+        assert http("GET", envelope["response_url"]).json["prompt"] == "a cat"
+        code, err = server.stop()
+        assert code == 0, err
+        assert "recording (new) to rec/fal.json" in err
+    finally:
+        fake.stop()
+    assert {r.headers["Authorization"] for r in fake.requests} == {f"Key {KEY}"}
+    written = (tmp_path / "rec" / "fal.json").read_text()
+    assert [e["match"]["model"] for e in json.loads(written)["fixtures"]] == [
+        "fal-ai/fast-sdxl",
+        "fal-ai/flux/dev",
+    ]
+    assert "cli-secret-abcdefgh" not in written
+
+
+# -- the real @fal-ai/client ------------------------------------------------------------------
+def _node() -> str:
+    node = shutil.which("node")
+    installed = JS_DIR / "node_modules" / "@fal-ai" / "client" / "package.json"
+    if node is None or not installed.is_file():
+        reason = (
+            "node is not on PATH"
+            if node is None
+            else "tests/js/node_modules is missing (npm ci --prefix tests/js)"
+        )
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"the @fal-ai/client test must run in CI: {reason}", pytrace=False)
+        pytest.skip(reason)
+    return node
+
+
+def test_the_real_js_client_against_the_standalone_server(start: Start, fixtures: Path) -> None:
+    node = _node()
+    server = start("--fixtures", str(fixtures), "--polls-before-completed", "2")
+    done = subprocess.run(
+        [node, str(JS_DIR / "standalone.mjs"), server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=JS_DIR,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["subscribe"]["data"] == FLUX
+    assert out["subscribe"]["updates"][-1] == "COMPLETED"
+    assert "IN_PROGRESS" in out["subscribe"]["updates"]
+    assert out["run"] == {"text": "hello"}
+    assert {f["url"] for f in out["fetches"]} == {server.url}  # everything through the proxy URL
+    routes = [r["route"] for r in server.control("GET", "requests").json]
+    assert routes[0] == "queue.submit"
+    assert routes[-1] == "run"
+    assert "queue.result" in routes
+    assert server.stop()[0] == 0
