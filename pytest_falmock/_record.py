@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -183,11 +182,8 @@ class Recorder:
         self.settings = settings
         self.stores = stores
         self.writer = FixtureWriter(settings.target)
-        self._lock = threading.Lock()
         #: Fixtures recorded in this process, by their match (replaced in mode ``all``).
         self._recorded: dict[str, Fixture] = {}
-        #: How many entries this process wrote.
-        self.written = 0
 
     @property
     def forward_all(self) -> bool:
@@ -237,8 +233,6 @@ class Recorder:
                     "error_type": "record_error",
                 },
             )
-        with self._lock:
-            self.written += 1
         return self._register(entry, match)
 
     def _register(self, entry: Mapping[str, Any], match: Mapping[str, Any]) -> Fixture:

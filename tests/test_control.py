@@ -136,4 +136,4 @@ def test_the_control_api_is_on_under_pytest(pytester: pytest.Pytester) -> None:
             assert [r["route"] for r in records] == ["run"]
         """
     )
-    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=1)
+    pytester.runpytest("-p", "no:randomly", "-p", "no:asyncio").assert_outcomes(passed=1)

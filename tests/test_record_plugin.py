@@ -69,7 +69,13 @@ def entry(model: str, prompt: str, body: Any) -> dict[str, Any]:
 def test_record_then_replay_image_job_sync_run_and_error(app: pytest.Pytester, fake: FakeFal) -> None:
     app.makepyfile(test_app=APP_TESTS)
     recorded = app.runpytest_subprocess(
-        "-p", "no:randomly", "--fal-record", f"--fal-upstream={fake.url}", "--fal-fixtures=fal.json"
+        "-p",
+        "no:randomly",
+        "-p",
+        "no:asyncio",
+        "--fal-record",
+        f"--fal-upstream={fake.url}",
+        "--fal-fixtures=fal.json",
     )
     recorded.assert_outcomes(passed=3)
     first = outputs(app.path)
@@ -91,7 +97,7 @@ def test_record_then_replay_image_job_sync_run_and_error(app: pytest.Pytester, f
     seen = len(fake.requests)
     for name in ("flux", "run", "error"):
         (app.path / f"{name}.json").unlink()
-    replayed = app.runpytest_subprocess("-p", "no:randomly", "--fal-fixtures=fal.json")
+    replayed = app.runpytest_subprocess("-p", "no:randomly", "-p", "no:asyncio", "--fal-fixtures=fal.json")
     replayed.assert_outcomes(passed=3)
     assert outputs(app.path) == first
     assert len(fake.requests) == seen
@@ -99,7 +105,9 @@ def test_record_then_replay_image_job_sync_run_and_error(app: pytest.Pytester, f
 
 def test_default_mode_never_touches_the_network(app: pytest.Pytester, fake: FakeFal) -> None:
     app.makepyfile(test_app=APP_TESTS)
-    result = app.runpytest("-p", "no:randomly", f"--fal-upstream={fake.url}", "-k", "sync_run")
+    result = app.runpytest(
+        "-p", "no:randomly", "-p", "no:asyncio", f"--fal-upstream={fake.url}", "-k", "sync_run"
+    )
     result.assert_outcomes(failed=1, errors=1)
     result.stdout.fnmatch_lines(["*fal_mock: 1 request matched no registered fixture:*"])
     assert fake.requests == []
@@ -110,7 +118,13 @@ def test_mode_new_serves_what_the_file_has_and_appends_the_rest(app: pytest.Pyte
     (app.path / "fal.json").write_text(json.dumps({"fixtures": [known]}))
     app.makepyfile(test_app=APP_TESTS)
     result = app.runpytest(
-        "-p", "no:randomly", "--fal-record-mode=new", f"--fal-upstream={fake.url}", "--fal-fixtures=fal.json"
+        "-p",
+        "no:randomly",
+        "-p",
+        "no:asyncio",
+        "--fal-record-mode=new",
+        f"--fal-upstream={fake.url}",
+        "--fal-fixtures=fal.json",
     )
     result.assert_outcomes(passed=3)
     assert outputs(app.path)["flux"]["seed"] == 99
@@ -125,7 +139,13 @@ def test_mode_new_serves_what_the_file_has_and_appends_the_rest(app: pytest.Pyte
 def test_mode_once_records_when_the_file_is_missing(app: pytest.Pytester, fake: FakeFal) -> None:
     app.makepyfile(test_app=APP_TESTS)
     result = app.runpytest(
-        "-p", "no:randomly", "--fal-record-mode=once", f"--fal-upstream={fake.url}", "--fal-fixtures=fal.json"
+        "-p",
+        "no:randomly",
+        "-p",
+        "no:asyncio",
+        "--fal-record-mode=once",
+        f"--fal-upstream={fake.url}",
+        "--fal-fixtures=fal.json",
     )
     result.assert_outcomes(passed=3)
     assert len(entries(app.path / "fal.json")) == 3
@@ -137,7 +157,13 @@ def test_mode_once_does_not_record_when_the_file_existed(app: pytest.Pytester, f
     before = (app.path / "fal.json").read_text()
     app.makepyfile(test_app=APP_TESTS)
     result = app.runpytest(
-        "-p", "no:randomly", "--fal-record-mode=once", f"--fal-upstream={fake.url}", "--fal-fixtures=fal.json"
+        "-p",
+        "no:randomly",
+        "-p",
+        "no:asyncio",
+        "--fal-record-mode=once",
+        f"--fal-upstream={fake.url}",
+        "--fal-fixtures=fal.json",
     )
     result.assert_outcomes(passed=1, failed=2, errors=3)  # test_error expects an exception: 404 is one
     result.stdout.fnmatch_lines(["*matched no registered fixture*"])
@@ -162,7 +188,13 @@ def test_mode_all_forwards_everything_and_replaces_entries(app: pytest.Pytester,
         """
     )
     result = app.runpytest(
-        "-p", "no:randomly", "--fal-record-mode=all", f"--fal-upstream={fake.url}", "--fal-fixtures=fal.json"
+        "-p",
+        "no:randomly",
+        "-p",
+        "no:asyncio",
+        "--fal-record-mode=all",
+        f"--fal-upstream={fake.url}",
+        "--fal-fixtures=fal.json",
     )
     result.assert_outcomes(passed=2)
     assert [r.method for r in fake.requests if r.method == "POST"] == ["POST"]
@@ -175,7 +207,9 @@ def test_mode_all_forwards_everything_and_replaces_entries(app: pytest.Pytester,
 def test_ini_fal_upstream(app: pytest.Pytester, fake: FakeFal) -> None:
     app.makeini(f"[pytest]\nfal_upstream = {fake.url}\n")
     app.makepyfile(test_app=APP_TESTS)
-    result = app.runpytest("-p", "no:randomly", "--fal-record", "--fal-fixtures=fal.json", "-k", "sync")
+    result = app.runpytest(
+        "-p", "no:randomly", "-p", "no:asyncio", "--fal-record", "--fal-fixtures=fal.json", "-k", "sync"
+    )
     result.assert_outcomes(passed=1)
     assert [(r.host, r.path) for r in fake.requests] == [("fal.run", "/fal-ai/fast-sdxl")]
 
