@@ -8,16 +8,47 @@ clients so they are rebuilt against the patched URLs.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import threading
 from importlib import metadata
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ._constants import DUMMY_FAL_KEY
 
 CACHED = ("_auth", "_client", "_token_manager")
 REQUIRED = ("RUN_URL_FORMAT", "QUEUE_URL_FORMAT", "CDN_URL", "REALTIME_URL_FORMAT")
-_UNSET = object()
+#: Seconds :meth:`FalClientPatch.undo` waits for work left on fal_client's executor.
+SETTLE_TIMEOUT = 5.0
+
+
+class TrackingExecutor(concurrent.futures.ThreadPoolExecutor):
+    """Stands in for ``fal_client.client.EXECUTOR`` during a test and remembers what it ran.
+
+    A sync ``subscribe(client_timeout=...)`` runs on that executor and, when the timeout
+    expires, leaves its poller running. The patch waits for such pollers before the test's
+    jobs are dropped, so they finish against the job they polled instead of leaking requests
+    into the next test or retrying against a stopped server at interpreter exit.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(thread_name_prefix="fal_mock-fal_client")
+        self._futures: list[concurrent.futures.Future[Any]] = []
+        self._futures_lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future = super().submit(fn, *args, **kwargs)
+        with self._futures_lock:
+            self._futures.append(future)
+        return future
+
+    def settle(self, timeout: float = SETTLE_TIMEOUT) -> None:
+        """Wait (up to ``timeout`` seconds) for everything submitted, then release the threads."""
+        with self._futures_lock:
+            futures = list(self._futures)
+        concurrent.futures.wait(futures, timeout=timeout)
+        self.shutdown(wait=False, cancel_futures=True)
 
 
 class FalClientPatchError(RuntimeError):
@@ -53,6 +84,7 @@ class FalClientPatch:
         self._saved_attrs: list[tuple[Any, str, Any]] = []
         self._saved_env: list[tuple[str, Optional[str]]] = []
         self._modules: Optional[tuple[ModuleType, ModuleType]] = None
+        self._executor: Optional[TrackingExecutor] = None
 
     @property
     def active(self) -> bool:
@@ -96,6 +128,9 @@ class FalClientPatch:
             )
         for name, value in self.targets(client_module).items():
             self._set(client_module, name, value)
+        if isinstance(getattr(client_module, "EXECUTOR", None), concurrent.futures.Executor):
+            self._executor = TrackingExecutor()
+            self._set(client_module, "EXECUTOR", self._executor)
         self._env("FAL_KEY", DUMMY_FAL_KEY)
         for name in ("FAL_KEY_ID", "FAL_KEY_SECRET", "FAL_FORCE_AUTH_BY_USER"):
             self._env(name, None)
@@ -114,6 +149,9 @@ class FalClientPatch:
         if self._modules is None:
             return
         fal_client, _ = self._modules
+        if self._executor is not None:
+            self._executor.settle()  # while the mock still knows this test's jobs
+            self._executor = None
         for target, name, old in reversed(self._saved_attrs):
             setattr(target, name, old)
         for name, value in reversed(self._saved_env):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Iterator
 
 import fal_client
@@ -139,6 +140,42 @@ def test_constants_and_environment_are_restored_after_each_test(pytester: pytest
         mp.setenv("FAL_KEY_ID", "kept-id")
         result = pytester.runpytest(*INNER)
     result.assert_outcomes(passed=2)
+
+
+def test_an_expired_sync_subscribe_neither_leaks_into_the_next_test_nor_hangs_at_exit(
+    pytester: pytest.Pytester,
+) -> None:
+    """fal_client leaves a poller running when ``subscribe(client_timeout=...)`` expires.
+
+    The fixture waits for it, so it meets its own (cancelled) job rather than polling the next
+    test's mock, or retrying a stopped server for ~50 s before the interpreter can exit.
+    """
+    pytester.makepyfile(
+        """
+        import time
+        import fal_client
+        import pytest
+
+        def expire(fal_mock):
+            fal_mock.on_queue("fal-ai/slow", {"n": 1}, latency=3)
+            with pytest.raises(fal_client.FalClientTimeoutError):
+                fal_client.subscribe("fal-ai/slow", {}, client_timeout=1.5)
+
+        def test_a_expires(fal_mock):
+            expire(fal_mock)
+
+        def test_b_sees_no_stray_polls(fal_mock):
+            time.sleep(0.5)
+            assert fal_mock.requests == []
+
+        def test_c_expires_last(fal_mock):
+            expire(fal_mock)
+        """
+    )
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess(*INNER)
+    result.assert_outcomes(passed=3)
+    assert time.monotonic() - started < 20
 
 
 def test_plugin_works_when_fal_client_is_not_importable(pytester: pytest.Pytester) -> None:
