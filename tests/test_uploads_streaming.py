@@ -81,6 +81,20 @@ def test_upload_to_the_fal_repository_initiates_then_puts(fal_mock: FalMock, cal
     assert (served.body, served.headers["Content-Type"]) == (b"\x00\x01binary", "application/octet-stream")
 
 
+@pytest.mark.skipif(
+    not hasattr(fal_client, "StorageSettings"), reason="upload lifecycle= arrived after fal-client 0.13"
+)
+def test_upload_lifecycle_headers_are_recorded(fal_mock: FalMock) -> None:
+    lifecycle = fal_client.StorageSettings(expires_in=3600)
+
+    url = fal_client.upload(b"short-lived", "text/plain", file_name="t.txt", lifecycle=lifecycle)
+
+    upload = fal_mock.requests[-1]
+    assert upload.route == "cdn.upload"
+    assert json.loads(upload.headers["X-Fal-Object-Lifecycle"]) == {"expiration_duration_seconds": 3600}
+    assert [u.data for u in fal_mock.uploads if u.url == url] == [b"short-lived"]
+
+
 # -- upload_file / upload_image -----------------------------------------------------------------
 def test_upload_file_sends_the_name_and_guessed_content_type(
     fal_mock: FalMock, call: Http, tmp_path: Path
