@@ -113,7 +113,7 @@ def test_it():
 """
     )
     run(pytester, "--strict-markers").assert_outcomes(passed=1)
-    markers = pytester.runpytest("--markers")
+    markers = pytester.runpytest(*QUIET, "--markers")
     markers.stdout.fnmatch_lines(
         [
             "@pytest.mark.fal_mock(allow_unmatched=False, patch_client=True, allow_remote_webhooks=False): *",

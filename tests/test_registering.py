@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import http
+
+from pytest_falmock import FalMock
 
 MODEL = "fal-ai/flux/dev"
 
@@ -162,19 +163,23 @@ def test_times_then_stop_matching(fal_mock):
     assert got == ["first two", "first two", "fallback"]
 
 
-def test_newest_per_test_fixture_wins_then_files_in_order(fal_mock, tmp_path):
+def test_newest_per_test_fixture_wins_then_files_in_order(tmp_path):
     path = tmp_path / "f.json"
     path.write_text(
         '{"fixtures": ['
         '{"match": {"model": "fal-ai/file"}, "response": {"json": {"from": "file-1"}}},'
         '{"match": {"model_regex": "file"}, "response": {"json": {"from": "file-2"}}}]}'
     )
-    fal_mock.load_fixtures(path)
-    assert run(fal_mock, "fal-ai/file").json == {"from": "file-1"}
-    assert run(fal_mock, "fal-ai/file-b").json == {"from": "file-2"}
-    fal_mock.on_queue(re.compile("file"), {"from": "older"})
-    fal_mock.on_queue(re.compile("file"), {"from": "newer"})
-    assert run(fal_mock, "fal-ai/file").json == {"from": "newer"}
+    # A private mock: load_fixtures() adds session fixtures, which would outlive this test.
+    with FalMock() as mock:
+        assert mock.load_fixtures(path) == 2
+        assert run(mock, "fal-ai/file").json == {"from": "file-1"}
+        assert run(mock, "fal-ai/file-b").json == {"from": "file-2"}
+        mock.on_queue(re.compile("file"), {"from": "older"})
+        mock.on_queue(re.compile("file"), {"from": "newer"})
+        assert run(mock, "fal-ai/file").json == {"from": "newer"}
+        mock.reset()  # per-test fixtures go, file fixtures stay
+        assert run(mock, "fal-ai/file").json == {"from": "file-1"}
 
 
 @pytest.mark.parametrize(
