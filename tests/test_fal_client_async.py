@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import fal_client
+import httpx
 import pytest
-from conftest import http
 from fal_client import Completed, FalClientHTTPError, FalClientTimeoutError, InProgress, Queued
 
 from pytest_falmock import FalMock, Upload
@@ -174,9 +174,10 @@ async def uploads(fal_mock: FalMock) -> None:
         "cdn.upload",
         "cdn.upload",
     ]
-    for upload in fal_mock.uploads:
-        served = await asyncio.to_thread(http, "GET", upload.url)
-        assert (served.body, served.headers["Content-Type"]) == (upload.data, upload.content_type)
+    async with httpx.AsyncClient(trust_env=False) as client:
+        for upload in fal_mock.uploads:
+            served = await client.get(upload.url)
+            assert (served.content, served.headers["Content-Type"]) == (upload.data, upload.content_type)
 
 
 test_uploads_async, test_uploads_async_asyncio_run = both_ways(uploads)

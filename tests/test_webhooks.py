@@ -14,8 +14,8 @@ import time
 from typing import Any, Iterator
 
 import fal_client
+import httpx
 import pytest
-from conftest import http
 from fal_client import FalClientHTTPError
 from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
@@ -254,13 +254,15 @@ def test_falmock_constructor_allow_remote_webhooks(
     url = f"http://{REMOTE_HOST}:{receiver.port}/hook"
     with FalMock(allow_remote_webhooks=allowed) as mock:
         mock.on_queue(FLUX, {"n": 1})
-        reply = http("POST", f"{mock.url}/queue/{FLUX}?fal_webhook={url}", {"prompt": "cat"})
-        assert reply.status == 200
+        reply = httpx.post(
+            f"{mock.url}/queue/{FLUX}", params={"fal_webhook": url}, json={"prompt": "cat"}, trust_env=False
+        )
+        assert reply.status_code == 200
         assert outcomes(mock) == (["delivered"] if allowed else ["blocked"])
         mock.reset()  # the constructor's setting survives a reset
-        http("POST", f"{mock.url}/queue/{FLUX}?fal_webhook={url}", {})
+        httpx.post(f"{mock.url}/queue/{FLUX}", params={"fal_webhook": url}, json={}, trust_env=False)
         assert outcomes(mock) == []  # reset also dropped the fixture: the submit matched nothing
         mock.on_queue(FLUX, {"n": 2})
-        http("POST", f"{mock.url}/queue/{FLUX}?fal_webhook={url}", {})
+        httpx.post(f"{mock.url}/queue/{FLUX}", params={"fal_webhook": url}, json={}, trust_env=False)
         assert outcomes(mock) == (["delivered"] if allowed else ["blocked"])
     assert len(receiver.log) == (2 if allowed else 0)
