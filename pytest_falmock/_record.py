@@ -53,7 +53,6 @@ WALK_TIMEOUT = 15 * 60.0
 FIRST_POLL_INTERVAL = 0.05
 MAX_POLL_INTERVAL = 1.0
 #: Upstream 4xx answers that say nothing about the request itself: never recorded (502).
-NOT_RECORDED_4XX = frozenset({401, 403, 408, 429})
 #: Headers the caller sent that go upstream as they are (plus every other ``x-fal-*``).
 FORWARDED = frozenset({"content-type", "accept", "user-agent"})
 NOT_FORWARDED = frozenset({TARGET_URL_HEADER, TARGET_HOST_HEADER, "authorization"})
@@ -301,10 +300,6 @@ class Recorder:
             raise UpstreamError(f"upstream {where} {kind}: {reason}") from None
         if status >= 500 or status < 200 or 300 <= status < 400:
             raise UpstreamError(f"upstream {where} answered HTTP {status}: {_snippet(raw)}")
-        if status in NOT_RECORDED_4XX:
-            raise UpstreamError(
-                f"upstream {where} answered HTTP {status} (not recorded: check FAL_KEY): {_snippet(raw)}"
-            )
         try:
             parsed = json.loads(raw)
         except ValueError:

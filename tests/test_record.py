@@ -227,12 +227,25 @@ def test_upstream_4xx_at_submit_and_on_a_run_are_recorded(make: Make, target: Pa
 
 
 @pytest.mark.parametrize("service", ["queue", "run"])
+def test_every_upstream_4xx_is_recorded_as_an_error(make: Make, target: Path, service: str) -> None:
+    mock = make()
+    answer = http("POST", f"{mock.url}/{service}/fake/unauthorized", {"prompt": "p"})
+    if service == "queue":
+        assert answer.status == 200
+        answer = http("GET", answer.json["response_url"])
+    assert answer.status == 401
+    (entry,) = document(target)["fixtures"]
+    assert entry["match"]["model"] == "fake/unauthorized"
+    assert entry["response"]["status"] == 401
+    assert KEY not in target.read_text()
+
+
+@pytest.mark.parametrize("service", ["queue", "run"])
 @pytest.mark.parametrize(
     ("model", "named"),
     [
         ("fake/server-error", "answered HTTP 50"),
         ("fake/html", "non-JSON body (text/html"),
-        ("fake/unauthorized", "answered HTTP 401 (not recorded: check FAL_KEY)"),
     ],
 )
 def test_upstream_failures_give_502_and_write_nothing(
