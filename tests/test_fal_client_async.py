@@ -263,3 +263,22 @@ async def own_async_client(fal_mock: FalMock) -> None:
 
 
 test_own_async_client, test_own_async_client_asyncio_run = both_ways(own_async_client)
+
+
+# -- the README's async example, as written there ---------------------------------------------------
+@pytest.mark.asyncio
+async def test_readme_async_example(fal_mock: FalMock) -> None:
+    fal_mock.on_image("fal-ai/flux/dev", {"images": [{"url": "https://example.com/cat.png"}]})
+    fal_mock.on_stream("fal-ai/any-llm", events=[{"partial": "a"}, {"text": "ab", "done": True}])
+
+    result = await fal_client.subscribe_async("fal-ai/flux/dev", arguments={"prompt": "a cat"})
+    events = [event async for event in fal_client.stream_async("fal-ai/any-llm", {"prompt": "ab"})]
+
+    assert result["images"][0]["url"] == "https://example.com/cat.png"
+    assert events[-1] == {"text": "ab", "done": True}
+    assert [r.route for r in fal_mock.requests] == [
+        "queue.submit",
+        "queue.status",
+        "queue.result",
+        "run.stream",
+    ]
