@@ -6,6 +6,7 @@ realism) are implemented here, in the same order.
 
 from __future__ import annotations
 
+import mimetypes
 import secrets
 import time
 import uuid
@@ -40,9 +41,13 @@ class Upstream(Protocol):
     def forward(self, op: r.Operation, kind: Kind) -> Union[Fixture, Reply]: ...
 
 
-def _safe_name(name: str, default: str = "upload.bin") -> str:
+def _safe_name(name: str, content_type: str = "") -> str:
+    """A file name safe as one URL path segment; unnamed files get ``upload.<ext>``."""
     cleaned = name.replace("/", "_").replace("\\", "_").replace("\x00", "").strip()
-    return cleaned if cleaned not in ("", ".", "..") else default
+    if cleaned not in ("", ".", ".."):
+        return cleaned
+    extension = mimetypes.guess_extension(content_type.split(";", 1)[0].strip()) or ".bin"
+    return "upload" + extension
 
 
 class Engine:
@@ -258,9 +263,9 @@ class Engine:
         return Reply(200, None, headers, events=iter(list(fixture.events)))
 
     # -- storage ------------------------------------------------------------------------
-    def _file_url(self, op: r.Operation, name: str) -> tuple[tuple[str, str], str]:
+    def _file_url(self, op: r.Operation, name: str, content_type: str) -> tuple[tuple[str, str], str]:
         file_id = uuid.uuid4().hex
-        safe = _safe_name(name)
+        safe = _safe_name(name, content_type)
         return (file_id, safe), f"{op.base_url}/fal/files/{file_id}/{safe}"
 
     def _storage_token(self, op: r.Operation) -> Reply:
@@ -278,14 +283,14 @@ class Engine:
     def _cdn_upload(self, op: r.Operation) -> Reply:
         name = op.headers.get("x-fal-file-name", "")
         content_type = op.headers.get("content-type", "application/octet-stream")
-        key, url = self._file_url(op, name)
+        key, url = self._file_url(op, name, content_type)
         self.stores.add_upload(key, Upload(url, key[1], content_type, op.body, via="cdn"))
         return Reply(200, {"access_url": url})
 
     def _storage_initiate(self, op: r.Operation) -> Reply:
         spec = op.input if isinstance(op.input, dict) else {}
         name = spec.get("file_name") or spec.get("filename") or ""
-        _, url = self._file_url(op, str(name))
+        _, url = self._file_url(op, str(name), str(spec.get("content_type") or ""))
         return Reply(200, {"upload_url": url, "file_url": url})
 
     def _file_put(self, op: r.Operation) -> Reply:

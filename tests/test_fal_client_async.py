@@ -164,7 +164,7 @@ async def uploads(fal_mock: FalMock) -> None:
         Upload(cdn, "hello.txt", "text/plain", b"hello", via="cdn"),
         Upload(storage, "b.bin", "application/octet-stream", b"bytes", via="storage"),
         Upload(from_file, "notes.txt", "text/plain", b"notes", via="cdn"),
-        Upload(from_image, "upload.bin", "image/png", png.getvalue(), via="cdn"),
+        Upload(from_image, "upload.png", "image/png", png.getvalue(), via="cdn"),
     ]
     assert [r.route for r in fal_mock.requests] == [
         "storage.token",

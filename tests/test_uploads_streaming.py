@@ -41,7 +41,7 @@ def test_upload_goes_through_the_cdn_token_flow_and_is_served_back(fal_mock: Fal
     assert upload.headers["Content-Type"] == "text/plain"
     assert fal_mock.uploads == [
         Upload(first, "hello.txt", "text/plain", b"hello", via="cdn"),
-        Upload(second, "upload.bin", "text/markdown", "héllo again".encode(), via="cdn"),
+        Upload(second, "upload.md", "text/markdown", "héllo again".encode(), via="cdn"),
     ]
     served = call("GET", first)
     assert (served.status, served.body, served.headers["Content-Type"]) == (200, b"hello", "text/plain")
