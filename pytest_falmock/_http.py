@@ -143,7 +143,11 @@ def split_target(target: str) -> tuple[str, str, Optional[str]]:
     if target.startswith("/") and not target.startswith("//") and "#" not in target:
         raw_path, _, query = target.partition("?")
     else:
-        parts = urlsplit(target)
+        try:
+            parts = urlsplit(target)
+        except ValueError:  # e.g. "//[x": not a URL, so take it as a plain path
+            raw_path, _, query = target.partition("#")[0].partition("?")
+            return _decoded(raw_path), query, None
         query = parts.query
         if not parts.scheme and parts.netloc:  # "//x/y" is a path, not a network location
             raw_path = f"/{parts.netloc}{parts.path}"
@@ -151,15 +155,19 @@ def split_target(target: str) -> tuple[str, str, Optional[str]]:
             raw_path = parts.path
             if parts.scheme and parts.netloc:
                 host = parts.netloc
+    return _decoded(raw_path), query, host
+
+
+def _decoded(raw_path: str) -> str:
     path = unquote(raw_path) if "%" in raw_path else raw_path
     if not path.startswith("/") or path.startswith("//"):
         path = "/" + path.lstrip("/")
-    return path, query, host
+    return path
 
 
 def _parse_head(lines: list[bytes]) -> tuple[str, str, str, list[tuple[str, str]]]:
     """Request line and header lines -> (method, target, version, headers)."""
-    parts = lines[0].split()
+    parts = [part for part in lines[0].split(b" ") if part]  # SP-delimited (RFC 9112 3)
     if len(parts) != 3:
         raise _ProtocolError(400, f"Malformed request line {lines[0][:200]!r}")
     method_b, target_b, version_b = parts
@@ -368,6 +376,7 @@ class _Connection:
         responder = self.responder
         while True:
             unread = False
+            method = ""
             try:
                 lines = self._head()
                 if lines is None:
@@ -428,11 +437,12 @@ class _Connection:
                 if not self._send(response, method == "HEAD", keep_alive, version):
                     return
             except _BodyTooLarge as exc:
-                self._send(responder.too_large(exc.length), False, False, "HTTP/1.1")
+                self._send(responder.too_large(exc.length), method == "HEAD", False, "HTTP/1.1")
                 self._linger()
                 return
             except _ProtocolError as exc:
-                self._send(responder.protocol_error(exc.status, exc.message), False, False, "HTTP/1.1")
+                answer = responder.protocol_error(exc.status, exc.message)
+                self._send(answer, method == "HEAD", False, "HTTP/1.1")
                 if unread or exc.status in (413, 431):
                     self._linger()
                 return

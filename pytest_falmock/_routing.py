@@ -165,10 +165,14 @@ def parse(
     method = method.upper()
     target_url = headers.get(TARGET_URL_HEADER, "").strip()
     if target_url:
-        parts = urlsplit(target_url)
-        if not parts.hostname:
+        try:
+            parts = urlsplit(target_url)
+            hostname = parts.hostname
+        except ValueError:  # e.g. an unbalanced "[" in the host
+            hostname = None
+        if not hostname:
             raise _detail(400, f"x-fal-target-url {target_url!r} is not an absolute URL")
-        service = _service_for_host(parts.hostname.lower())
+        service = _service_for_host(hostname.lower())
         req = _Request(method, path, base_url, headers, _query(parts.query), body)
         return _dispatch(service, _segments(parts.path), req)
 
