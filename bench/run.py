@@ -64,7 +64,7 @@ START_TIMEOUT = 30.0
 # -- the cycle ---------------------------------------------------------------------------------
 def cycle_loop(port: int, duration: float) -> float:
     """aimock-fal.md section 14's loop: one keep-alive connection, cycles/s after a warm-up."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn = http.client.HTTPConnection("127.0.0.1", port)  # no timeout, exactly as in the reference loop
 
     def cycle() -> None:
         conn.request("POST", f"/fal/{MODEL}", BODY, HEADERS)
@@ -404,12 +404,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--polls", type=int, default=2000, help="timed status polls (2000)")
     parser.add_argument("--no-aimock", action="store_true", help="skip the aimock comparison")
     parser.add_argument(
+        "--sections", default="1,2,3,4,5", help="comma-separated sections to run (default all: 1,2,3,4,5)"
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pytest-falmock-bench",
         help="where aimock is npm-installed (default ~/.cache/pytest-falmock-bench)",
     )
     args = parser.parse_args(argv)
+    sections = {part.strip() for part in args.sections.split(",")}
     rows: list[tuple[str, str]] = []
 
     def row(name: str, value: str) -> None:
@@ -417,44 +421,56 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"  {name}: {value}", file=sys.stderr, flush=True)
 
     print(f"machine: {machine()}", file=sys.stderr)
-    aimock = None if args.no_aimock else aimock_cli(args.cache / "aimock")
-    with tempfile.TemporaryDirectory(prefix="falmock-bench-") as tmp:
-        fixture_file = Path(tmp) / "fal.json"
-        fixture_file.write_text(json.dumps(FIXTURE))
-        with ExitStack() as stack:
-            ports = {
-                "fal_mock in-process": stack.enter_context(in_process_mock()).port,
-                "fal_mock process": stack.enter_context(subprocess_mock(fixture_file)),
-                "werkzeug floor": stack.enter_context(werkzeug_server()),
-            }
-            if aimock is not None:
-                ports["aimock"] = stack.enter_context(aimock_server(aimock[0], fixture_file))
-            best = best_of(args.rounds, {name: cycles(port, args.duration) for name, port in ports.items()})
-    row("1. cycles/s, fal_mock in-process (as in pytest)", f"{best['fal_mock in-process']:,.0f}")
-    row("1. cycles/s, fal_mock as a process (python -m pytest_falmock)", f"{best['fal_mock process']:,.0f}")
-    row("1. cycles/s, bare threaded werkzeug app, constant JSON", f"{best['werkzeug floor']:,.0f}")
-    subscribe = fal_client_loop(args.duration)
-    row(
-        "2. cycles/s, fal_client.subscribe in-process",
-        f"{subscribe:,.0f}" if subscribe is not None else "skipped (fal_client not installed)",
-    )
-    empty, mocked, per_test = fixture_overhead(args.tests, args.rounds)
-    row(
-        f"3. fal_mock fixture overhead per test ({args.tests} tests)",
-        f"{per_test:.2f} ms ({mocked:.2f} s vs {empty:.2f} s for empty tests)",
-    )
-    p50_small, p99_small, p50, p99 = poll_latency(args.jobs, args.polls)
-    row(f"4. status poll p50 / p99, {args.jobs:,} jobs stored", f"{p50:.3f} / {p99:.3f} ms")
-    row("4. status poll p50 / p99, 100 jobs stored", f"{p50_small:.3f} / {p99_small:.3f} ms")
-    jobs_only, with_journal = memory_per_job(min(args.jobs, 5000))
-    row("4. memory per stored job (+ its journal record)", f"{jobs_only:,.0f} B ({with_journal:,.0f} B)")
-    if aimock is not None:
-        ours, theirs = best["fal_mock process"], best["aimock"]
-        row(f"5. cycles/s, aimock {aimock[1]} (node {node_version()})", f"{theirs:,.0f}")
-        row("5. fal_mock process / aimock", f"{ours / theirs:.2f}x")
-        row("5. fal_mock in-process / aimock", f"{best['fal_mock in-process'] / theirs:.2f}x")
-    else:
-        row("5. aimock", "skipped (--no-aimock, or node/npm not found)")
+    aimock = None if args.no_aimock or "5" not in sections else aimock_cli(args.cache / "aimock")
+    best: dict[str, float] = {}
+    if sections & {"1", "5"}:
+        with tempfile.TemporaryDirectory(prefix="falmock-bench-") as tmp:
+            fixture_file = Path(tmp) / "fal.json"
+            fixture_file.write_text(json.dumps(FIXTURE))
+            with ExitStack() as stack:
+                ports = {
+                    "fal_mock in-process": stack.enter_context(in_process_mock()).port,
+                    "fal_mock process": stack.enter_context(subprocess_mock(fixture_file)),
+                }
+                if "1" in sections:
+                    ports["werkzeug floor"] = stack.enter_context(werkzeug_server())
+                if aimock is not None:
+                    ports["aimock"] = stack.enter_context(aimock_server(aimock[0], fixture_file))
+                contenders = {name: cycles(port, args.duration) for name, port in ports.items()}
+                best = best_of(args.rounds, contenders)
+        row("1. cycles/s, fal_mock in-process (as in pytest)", f"{best['fal_mock in-process']:,.0f}")
+        row(
+            "1. cycles/s, fal_mock as a process (python -m pytest_falmock)",
+            f"{best['fal_mock process']:,.0f}",
+        )
+    if "1" in sections:
+        row("1. cycles/s, bare threaded werkzeug app, constant JSON", f"{best['werkzeug floor']:,.0f}")
+    if "2" in sections:
+        subscribe = fal_client_loop(args.duration)
+        row(
+            "2. cycles/s, fal_client.subscribe in-process",
+            f"{subscribe:,.0f}" if subscribe is not None else "skipped (fal_client not installed)",
+        )
+    if "3" in sections:
+        empty, mocked, per_test = fixture_overhead(args.tests, args.rounds)
+        row(
+            f"3. fal_mock fixture overhead per test ({args.tests} tests)",
+            f"{per_test:.2f} ms ({mocked:.2f} s vs {empty:.2f} s for empty tests)",
+        )
+    if "4" in sections:
+        p50_small, p99_small, p50, p99 = poll_latency(args.jobs, args.polls)
+        row(f"4. status poll p50 / p99, {args.jobs:,} jobs stored", f"{p50:.3f} / {p99:.3f} ms")
+        row("4. status poll p50 / p99, 100 jobs stored", f"{p50_small:.3f} / {p99_small:.3f} ms")
+        jobs_only, with_journal = memory_per_job(min(args.jobs, 5000))
+        row("4. memory per stored job (+ its journal record)", f"{jobs_only:,.0f} B ({with_journal:,.0f} B)")
+    if "5" in sections:
+        if aimock is not None:
+            theirs = best["aimock"]
+            row(f"5. cycles/s, aimock {aimock[1]} (node {node_version()}), same loop", f"{theirs:,.0f}")
+            row("5. fal_mock as a process / aimock", f"{best['fal_mock process'] / theirs:.2f}x")
+            row("5. fal_mock in-process / aimock", f"{best['fal_mock in-process'] / theirs:.2f}x")
+        else:
+            row("5. aimock", "skipped (--no-aimock, or node/npm not found)")
 
     print(f"\nMachine: {machine()}")
     print(f"Throughput: best of {args.rounds} interleaved runs of {args.duration:g} s each.\n")

@@ -7,6 +7,7 @@ realism) are implemented here, in the same order.
 from __future__ import annotations
 
 import mimetypes
+import os
 import secrets
 import time
 import uuid
@@ -39,6 +40,15 @@ class Upstream(Protocol):
     def forward_all(self) -> bool: ...
 
     def forward(self, op: r.Operation, kind: Kind) -> Union[Fixture, Reply]: ...
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID string, like ``str(uuid.uuid4())`` at under half the cost."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _safe_name(name: str, content_type: str = "") -> str:
@@ -139,7 +149,7 @@ class Engine:
             assert miss is not None
             return miss
         assert op.model is not None
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         job = Job(
             request_id=request_id,
             model=op.model,
@@ -155,11 +165,12 @@ class Engine:
         self.stores.add_job(job)
         if job.done:
             self._completed(job)
+        url = job.url
         body = {
             "request_id": request_id,
-            "status_url": job.url + "/status",
-            "response_url": job.url,
-            "cancel_url": job.url + "/cancel",
+            "status_url": url + "/status",
+            "response_url": url,
+            "cancel_url": url + "/cancel",
             "queue_position": job.config.in_progress,
             "status": "IN_QUEUE",
         }
@@ -243,7 +254,7 @@ class Engine:
             return miss
         if fixture.latency > 0:
             time.sleep(fixture.latency)
-        headers = {REQUEST_ID_HEADER: str(uuid.uuid4())}
+        headers = {REQUEST_ID_HEADER: new_request_id()}
         if fixture.status >= 400 and fixture.error_type:
             headers[ERROR_TYPE_HEADER] = fixture.error_type
         return Reply(fixture.status, fixture.render(op.input), headers)

@@ -20,6 +20,13 @@ class Headers(Mapping[str, str]):
         for key, value in items:
             self._items.setdefault(key.lower(), (key, value))
 
+    @classmethod
+    def from_folded(cls, items: dict[str, tuple[str, str]]) -> Headers:
+        """Adopt ``{lowercased name: (name as sent, value)}`` as is (the HTTP parser's fast path)."""
+        headers = cls.__new__(cls)
+        headers._items = items
+        return headers
+
     def __getitem__(self, key: str) -> str:
         return self._items[key.lower()][1]
 

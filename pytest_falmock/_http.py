@@ -19,13 +19,14 @@ and ``server.app`` stays a working WSGI app), with these differences:
 from __future__ import annotations
 
 import contextlib
+import re
 import selectors
 import socket
 import threading
 import time
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, Callable, Iterator, Optional, Protocol
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Protocol, Tuple
 from urllib.parse import unquote, urlsplit
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
@@ -44,9 +45,13 @@ LINGER_SECONDS = 2.0
 #: How long ``close_connections`` waits for connection threads to finish.
 JOIN_SECONDS = 5.0
 
-REASONS = {status.value: status.phrase for status in HTTPStatus}
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-_HEX = frozenset(b"0123456789abcdefABCDEF")
+STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n" for status in HTTPStatus}
+_TOKEN_CHARS = r"!#$%&'*+\-.^_`|~0-9A-Za-z"
+_TOKEN = re.compile(f"[{_TOKEN_CHARS}]+")
+#: One header field line: name, optional whitespace, value (no CR/LF inside), line end.
+_FIELD = re.compile(f"([{_TOKEN_CHARS}]+):[ \\t]*([^\\r\\n]*)\\r?\\n")
+_FIELDS = re.compile(f"(?:[{_TOKEN_CHARS}]+:[^\\r\\n]*\\r?\\n)*")
+_HEX = re.compile("[0-9A-Fa-f]{1,16}")
 
 
 class HttpRequest:
@@ -67,23 +72,39 @@ class HttpRequest:
 
 
 class HttpResponse:
-    """What a :class:`Responder` answers: a status, headers and either a body or a stream."""
+    """What a :class:`Responder` answers: a status, header lines and a body or a stream.
 
-    __slots__ = ("body", "close", "headers", "status", "stream")
+    ``head`` holds complete header lines (``"Name: value\r\n"`` each); the server adds the
+    status line, ``Date``, the framing (``Content-Length`` or chunking) and ``Connection``.
+    """
+
+    __slots__ = ("body", "close", "head", "status", "stream")
 
     def __init__(
         self,
         status: int,
-        headers: list[tuple[str, str]],
+        head: str,
         body: bytes = b"",
         stream: Optional[Iterator[bytes]] = None,
         close: bool = False,
     ) -> None:
         self.status = status
-        self.headers = headers
+        self.head = head
         self.body = body
         self.stream = stream
         self.close = close
+
+
+def header_lines(headers: Iterable[tuple[str, str]]) -> str:
+    """``"Name: value\r\n"`` lines; CR and LF in names or values cannot split the answer."""
+    text = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    if text.count("\n") != text.count("\r\n") or text.count("\r") != text.count("\r\n"):
+        text = "".join(f"{_one_line(name)}: {_one_line(value)}\r\n" for name, value in headers)
+    return text
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", " ").replace("\n", " ")
 
 
 class Responder(Protocol):
@@ -165,37 +186,71 @@ def _decoded(raw_path: str) -> str:
     return path
 
 
-def _parse_head(lines: list[bytes]) -> tuple[str, str, str, list[tuple[str, str]]]:
-    """Request line and header lines -> (method, target, version, headers)."""
-    parts = [part for part in lines[0].split(b" ") if part]  # SP-delimited (RFC 9112 3)
+Folded = Dict[str, Tuple[str, str]]
+
+
+def parse_head(head: str) -> tuple[str, str, str, Folded]:
+    """A request head (latin-1 text up to its empty line) -> (method, target, version, fields).
+
+    ``fields`` maps each lowercased name to (name as sent, value); repeated fields are joined
+    with commas, as werkzeug does.
+    """
+    end = head.find("\n")
+    line = head[:end].rstrip("\r")
+    if len(line) > MAX_LINE:
+        raise _ProtocolError(414, "Request line too long")
+    parts = line.split(" ")
     if len(parts) != 3:
-        raise _ProtocolError(400, f"Malformed request line {lines[0][:200]!r}")
-    method_b, target_b, version_b = parts
-    if not _TOKEN.issuperset(method_b):
-        raise _ProtocolError(400, f"Malformed method {method_b[:100]!r}")
-    if version_b == b"HTTP/1.1":
-        version = "HTTP/1.1"
-    elif version_b == b"HTTP/1.0":
-        version = "HTTP/1.0"
-    elif version_b.startswith(b"HTTP/1.") and version_b[7:].isdigit():
-        version = "HTTP/1.1"
-    elif (
-        version_b.startswith(b"HTTP/")
-        and len(version_b) > 5
-        and version_b[5:].replace(b".", b"", 1).isdigit()
-    ):
-        raise _ProtocolError(505, f"HTTP version {version_b.decode('latin-1')} is not supported")
-    else:
-        raise _ProtocolError(400, f"Malformed HTTP version {version_b[:100]!r}")
-    if len(lines) - 1 > MAX_HEADERS:
+        parts = [part for part in parts if part]  # SP-delimited (RFC 9112 3); extra spaces tolerated
+        if len(parts) != 3:
+            raise _ProtocolError(400, f"Malformed request line {line[:200]!r}")
+    method, target, version = parts
+    if _TOKEN.fullmatch(method) is None:
+        raise _ProtocolError(400, f"Malformed method {method[:100]!r}")
+    if version != "HTTP/1.1" and version != "HTTP/1.0":
+        version = _version(version)
+    block = head[end + 1 :]
+    folded: Folded = {}
+    if not block:
+        return method, target, version, folded
+    if _FIELDS.fullmatch(block) is None or len(block) > MAX_LINE:
+        _check_lines(block)
+    fields = _FIELD.findall(block)
+    if len(fields) > MAX_HEADERS:
         raise _ProtocolError(431, f"More than {MAX_HEADERS} request headers")
-    headers: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or not _TOKEN.issuperset(name):
-            raise _ProtocolError(400, f"Malformed header line {line[:200]!r}")
-        headers.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
-    return method_b.decode("latin-1"), target_b.decode("latin-1"), version, headers
+    for name, value in fields:
+        if value[-1:] in (" ", "\t"):
+            value = value.rstrip(" \t")
+        key = name.lower()
+        seen = folded.get(key)
+        if seen is None:
+            folded[key] = (name, value)
+        elif key == "content-length":
+            if seen[1] != value:
+                raise _ProtocolError(400, "Conflicting Content-Length headers")
+        else:
+            folded[key] = (seen[0], f"{seen[1]},{value}")
+    return method, target, version, folded
+
+
+def _version(version: str) -> str:
+    if version.startswith("HTTP/1.") and version[7:].isdigit() and version[7:].isascii():
+        return "HTTP/1.1"
+    number = version[5:]
+    if version.startswith("HTTP/") and number.replace(".", "", 1).isdigit() and number.isascii():
+        raise _ProtocolError(505, f"HTTP version {version} is not supported")
+    raise _ProtocolError(400, f"Malformed HTTP version {version[:100]!r}")
+
+
+def _check_lines(block: str) -> None:
+    """Name the first bad header line (the slow path, only for a bad or very long head)."""
+    for line in block.split("\n")[:-1]:
+        if len(line) > MAX_LINE:
+            raise _ProtocolError(431, "Request header line too long")
+        if _FIELDS.fullmatch(line + "\n") is None:
+            raise _ProtocolError(400, f"Malformed header line {line.rstrip(chr(13))[:200]!r}")
+    if _FIELDS.fullmatch(block) is None:  # pragma: no cover - a bad block has a bad line
+        raise _ProtocolError(400, "Malformed header block")
 
 
 def _tokens(value: str) -> set[str]:
@@ -220,20 +275,23 @@ class _Connection:
             raise _Closed
         self.buf = self.buf + data if self.buf else data
 
-    def _head(self) -> Optional[list[bytes]]:
-        """The next request's head as lines (without line ends); None on a clean EOF."""
+    def _head(self) -> Optional[str]:
+        """The next request's head (through the last header line's end); None on a clean EOF."""
         while True:
             buf = self.buf
             if buf[:1] in (b"\r", b"\n"):  # tolerate empty lines between requests
                 buf = self.buf = buf.lstrip(b"\r\n")
             a = buf.find(b"\n\r\n")
-            b = buf.find(b"\n\n")
-            if a >= 0 and (b < 0 or a < b):
-                head, self.buf = buf[: a + 1], buf[a + 3 :]
-                break
+            if a >= 0:
+                b = buf.find(b"\n\n", 0, a)
+                if b < 0:
+                    self.buf = buf[a + 3 :]
+                    return buf[: a + 1].decode("latin-1")
+            else:
+                b = buf.find(b"\n\n")
             if b >= 0:
-                head, self.buf = buf[: b + 1], buf[b + 2 :]
-                break
+                self.buf = buf[b + 2 :]
+                return buf[: b + 1].decode("latin-1")
             if len(buf) > MAX_HEAD:
                 raise _ProtocolError(431, "Request head too large")
             try:
@@ -242,12 +300,6 @@ class _Connection:
                 if self.buf.strip():
                     raise
                 return None
-        lines = head.replace(b"\r\n", b"\n").split(b"\n")
-        lines.pop()
-        for line in lines:
-            if len(line) > MAX_LINE:
-                raise _ProtocolError(431 if line is not lines[0] else 414, "Request line too long")
-        return lines
 
     def _read(self, n: int) -> bytes:
         have = len(self.buf)
@@ -279,8 +331,8 @@ class _Connection:
         parts: list[bytes] = []
         total = 0
         while True:
-            size_text = self._line().split(b";", 1)[0].strip(b" \t")
-            if not size_text or not _HEX.issuperset(size_text) or len(size_text) > 16:
+            size_text = self._line().split(b";", 1)[0].strip(b" \t").decode("latin-1")
+            if _HEX.fullmatch(size_text) is None:
                 raise _ProtocolError(400, f"Malformed chunk size {size_text[:40]!r}")
             size = int(size_text, 16)
             if size == 0:
@@ -302,40 +354,36 @@ class _Connection:
     def _send(self, response: HttpResponse, head_only: bool, keep_alive: bool, version: str) -> bool:
         """Write ``response``; False when the connection must close afterwards."""
         status = response.status
-        lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"]
-        lines.extend(f"{name}: {value}\r\n" for name, value in response.headers)
-        lines.append(self.server.static_headers)
-        lines.append(f"Date: {http_date()}\r\n")
         keep_alive = keep_alive and not response.close
         stream = response.stream
-        chunked = False
-        if stream is not None:
-            if version == "HTTP/1.1":
-                chunked = True
-                lines.append("Transfer-Encoding: chunked\r\n")
-            else:
-                keep_alive = False
-        elif status >= 200 and status not in (204, 304):
-            lines.append(f"Content-Length: {len(response.body)}\r\n")
+        if stream is None:
+            bodiless = status < 200 or status == 204 or status == 304
+            framing = "" if bodiless else f"Content-Length: {len(response.body)}\r\n"
+        elif version == "HTTP/1.1":
+            framing = "Transfer-Encoding: chunked\r\n"
+        else:
+            framing = ""
+            keep_alive = False
         if not keep_alive:
-            lines.append("Connection: close\r\n")
+            framing += "Connection: close\r\n"
         elif version == "HTTP/1.0":
-            lines.append("Connection: keep-alive\r\n")
-        lines.append("\r\n")
-        text = "".join(lines)
+            framing += "Connection: keep-alive\r\n"
+        status_line = STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"
+        text = f"{status_line}{response.head}{self.server.static_headers}Date: {http_date()}\r\n{framing}\r\n"
         try:
             head = text.encode("latin-1")
         except UnicodeEncodeError:
             head = text.encode("latin-1", "replace")
         sock = self.sock
         if stream is None:
-            body = b"" if head_only or status in (204, 304) or status < 200 else response.body
+            body = b"" if head_only or bodiless else response.body
             if len(body) < 65536:
                 sock.sendall(head + body)
             else:
                 sock.sendall(head)
                 sock.sendall(body)
             return keep_alive
+        chunked = version == "HTTP/1.1"
         try:
             sock.sendall(head)
             if head_only:
@@ -378,59 +426,43 @@ class _Connection:
             unread = False
             method = ""
             try:
-                lines = self._head()
-                if lines is None:
+                head = self._head()
+                if head is None:
                     return
-                method, target, version, fields = _parse_head(lines)
-                by_name: dict[str, str] = {}
-                items: list[tuple[str, str]] = []
-                for name, value in fields:
-                    key = name.lower()
-                    if key in by_name:
-                        if key == "content-length" and by_name[key] != value:
-                            raise _ProtocolError(400, "Conflicting Content-Length headers")
-                        by_name[key] = f"{by_name[key]},{value}"
-                    else:
-                        by_name[key] = value
-                        items.append((name, value))
-                if len(items) != len(fields):
-                    items = [(name, by_name[name.lower()]) for name, _ in items]
-                connection = by_name.get("connection")
+                method, target, version, fields = parse_head(head)
+                connection = fields.get("connection")
                 if version == "HTTP/1.1":
-                    keep_alive = connection is None or "close" not in _tokens(connection)
+                    keep_alive = connection is None or "close" not in _tokens(connection[1])
                 else:
-                    keep_alive = connection is not None and "keep-alive" in _tokens(connection)
+                    keep_alive = connection is not None and "keep-alive" in _tokens(connection[1])
                 path, query, absolute_host = split_target(target)
                 if absolute_host is not None:
-                    by_name["host"] = absolute_host
-                    items = [(n, v) for n, v in items if n.lower() != "host"]
-                    items.append(("Host", absolute_host))
-                transfer = by_name.get("transfer-encoding")
-                length_text = by_name.get("content-length")
-                limit = responder.max_body
+                    fields["host"] = ("Host", absolute_host)
+                transfer = fields.get("transfer-encoding")
+                length_field = fields.get("content-length")
                 body = b""
                 if transfer is not None:
-                    codings = [c.strip().lower() for c in transfer.split(",") if c.strip()]
+                    codings = [c.strip().lower() for c in transfer[1].split(",") if c.strip()]
                     if not codings or codings[-1] != "chunked":
-                        raise _ProtocolError(501, f"Transfer-Encoding {transfer!r} is not supported")
-                    keep_alive = keep_alive and length_text is None  # RFC 9112 6.1: then close
+                        raise _ProtocolError(501, f"Transfer-Encoding {transfer[1]!r} is not supported")
+                    keep_alive = keep_alive and length_field is None  # RFC 9112 6.1: then close
                     unread = True
-                    self._continue(by_name, version)
-                    body = self._chunked(limit)
+                    self._continue(fields, version)
+                    body = self._chunked(responder.max_body)
                     unread = False
-                elif length_text is not None:
-                    text = length_text.strip()
+                elif length_field is not None:
+                    text = length_field[1]
                     if not text.isdigit() or not text.isascii() or len(text) > 20:
-                        raise _ProtocolError(400, f"Malformed Content-Length {length_text[:40]!r}")
+                        raise _ProtocolError(400, f"Malformed Content-Length {text[:40]!r}")
                     length = int(text)
-                    if length > limit:
+                    if length > responder.max_body:
                         raise _BodyTooLarge(length)
                     if length:
                         unread = True
-                        self._continue(by_name, version)
+                        self._continue(fields, version)
                         body = self._read(length)
                         unread = False
-                request = HttpRequest(method, target, path, query, version, Headers(items), body)
+                request = HttpRequest(method, target, path, query, version, Headers.from_folded(fields), body)
                 response = responder.respond(request)
                 if self.server.closing:
                     keep_alive = False
@@ -447,8 +479,9 @@ class _Connection:
                     self._linger()
                 return
 
-    def _continue(self, by_name: dict[str, str], version: str) -> None:
-        if version == "HTTP/1.1" and by_name.get("expect", "").strip().lower() == "100-continue":
+    def _continue(self, fields: Folded, version: str) -> None:
+        expect = fields.get("expect")
+        if version == "HTTP/1.1" and expect is not None and expect[1].strip().lower() == "100-continue":
             self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
@@ -491,7 +524,7 @@ class FastServer(ThreadedWSGIServer):
         static_headers: list[tuple[str, str]],
     ) -> None:
         self.responder = responder
-        self.static_headers = "".join(f"{name}: {value}\r\n" for name, value in static_headers)
+        self.static_headers = header_lines(static_headers)
         self.closing = False
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, threading.Thread] = {}

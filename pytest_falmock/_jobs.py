@@ -31,9 +31,24 @@ def app_path(model: str) -> str:
     return "/".join(parts[:keep])
 
 
+_stamp: tuple[int, str] = (0, "")
+
+
+def _now() -> str:
+    """``datetime.now(timezone.utc).isoformat(timespec="milliseconds")``, formatted once per ms."""
+    global _stamp
+    ms = time.time_ns() // 1_000_000
+    cached = _stamp
+    if cached[0] == ms:
+        return cached[1]
+    moment = datetime.fromtimestamp(ms // 1000, timezone.utc).replace(microsecond=ms % 1000 * 1000)
+    text = moment.isoformat(timespec="milliseconds")
+    _stamp = (ms, text)
+    return text
+
+
 def _log(message: str) -> dict[str, Any]:
-    stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-    return {"timestamp": stamp, "level": "INFO", "message": message}
+    return {"timestamp": _now(), "level": "INFO", "message": message}
 
 
 @dataclass

@@ -12,7 +12,8 @@ import json
 import re
 import threading
 import traceback
-from typing import Any, Iterator, Optional
+from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[attr-defined]
+from typing import Any, Callable, Iterable, Iterator, Optional
 from urllib.parse import parse_qsl
 
 from pytest_httpserver.httpserver import HTTPServerBase, HTTPServerError
@@ -21,7 +22,7 @@ from werkzeug.wrappers import Request, Response
 from . import _routing as routing
 from ._engine import Engine
 from ._headers import Headers
-from ._http import FastServer, HttpRequest, HttpResponse
+from ._http import FastServer, HttpRequest, HttpResponse, header_lines
 from ._reply import JSON, Reply
 
 DEFAULT_MAX_BODY = 128 * 1024 * 1024
@@ -38,14 +39,27 @@ PREFLIGHT = {
 }
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 SERVER_HEADERS = [("Server", "fal_mock")]
-_CORS_ITEMS = list(CORS.items())
-_PREFLIGHT_ITEMS = list(PREFLIGHT.items())
+_PREFLIGHT_HEAD = header_lines(PREFLIGHT.items())
+_JSON_HEAD = header_lines([*CORS.items(), ("Content-Type", JSON)])
+#: Names the server sets itself; a reply header of the same name replaces (or is dropped for) them.
+_OWN = frozenset({*(name.lower() for name in CORS), "content-type"})
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "date"})
 _HOST = re.compile(r"^(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+#: The C encoder ``json.dumps`` builds on every call, built once (no circular-reference
+#: bookkeeping: payloads were checked with ``json.dumps`` when registered).
+_c_encode: Optional[Callable[[Any, int], Iterable[str]]] = (
+    c_make_encoder(None, _encoder.default, c_encode_basestring, None, ":", ",", False, False, True)
+    if c_make_encoder is not None and c_encode_basestring is not None
+    else None
+)
 
 
 def encode(body: Any) -> bytes:
-    return _encoder.encode(body).encode()
+    """Compact UTF-8 JSON, as fal sends it (what ``json.dumps(..., ensure_ascii=False)`` gives)."""
+    if _c_encode is None:  # pragma: no cover - CPython always has the C accelerator
+        return _encoder.encode(body).encode()
+    return "".join(_c_encode(body, 0)).encode()
 
 
 def _sse(events: Iterator[Any]) -> Iterator[bytes]:
@@ -112,7 +126,7 @@ class FalMockServer(HTTPServerBase):
     # -- the lean path (:class:`._http.Responder`) ------------------------------------------
     def respond(self, request: HttpRequest) -> HttpResponse:
         if request.method == "OPTIONS":
-            return HttpResponse(204, list(_PREFLIGHT_ITEMS))
+            return HttpResponse(204, _PREFLIGHT_HEAD)
         try:
             reply = self.answer(request.method, request.path, request.query, request.headers, request.body)
             return self._render(reply)
@@ -129,26 +143,29 @@ class FalMockServer(HTTPServerBase):
         self.internal_errors.append("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
 
     def _render(self, reply: Reply, close: bool = False) -> HttpResponse:
-        if reply.headers:
-            headers = list({**CORS, **reply.headers}.items())
-            typed = any(name.lower() == "content-type" for name in reply.headers)
-        else:
-            headers = list(_CORS_ITEMS)
-            typed = False
-        if reply.events is not None:
-            if not typed:
-                headers.append(("Content-Type", SSE_CONTENT_TYPE))
-            headers.append(("Cache-Control", "no-store"))
-            return HttpResponse(reply.status, headers, stream=_sse(reply.events), close=close)
-        if reply.raw is not None:
-            body = reply.raw
-            content_type = reply.content_type
-        else:
+        extra = reply.headers
+        if reply.events is None and reply.raw is None:
             body = encode(reply.body)
-            content_type = JSON
-        if not typed:
-            headers.append(("Content-Type", content_type))
-        return HttpResponse(reply.status, headers, body, close=close)
+            if not extra:
+                return HttpResponse(reply.status, _JSON_HEAD, body, close=close)
+            if not any(name.lower() in _OWN or name.lower() in _FRAMING for name in extra):
+                return HttpResponse(reply.status, _JSON_HEAD + header_lines(extra.items()), body, close=close)
+            return HttpResponse(reply.status, self._head(extra, JSON), body, close=close)
+        if reply.events is not None:
+            head = self._head({**extra, "Cache-Control": "no-store"}, SSE_CONTENT_TYPE)
+            return HttpResponse(reply.status, head, stream=_sse(reply.events), close=close)
+        assert reply.raw is not None
+        return HttpResponse(reply.status, self._head(extra, reply.content_type), reply.raw, close=close)
+
+    @staticmethod
+    def _head(extra: dict[str, str], content_type: str) -> str:
+        """CORS, then the reply's own headers (which win), then a Content-Type unless given."""
+        merged = {name.lower(): (name, value) for name, value in CORS.items()}
+        for name, value in extra.items():
+            if name.lower() not in _FRAMING:
+                merged[name.lower()] = (name, value)
+        merged.setdefault("content-type", ("Content-Type", content_type))
+        return header_lines(merged.values())
 
     # -- the WSGI path ------------------------------------------------------------------------
     def application(self, request: Request) -> Response:
