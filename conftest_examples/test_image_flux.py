@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 import app
+import pytest
 
 
 @pytest.mark.fal_queue(polls=2)  # IN_QUEUE -> IN_PROGRESS -> COMPLETED, like real fal

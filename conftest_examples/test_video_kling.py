@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 
+import app
 import fal_client
 import pytest
-
-import app
 
 
 def test_video_generation_via_queue(fal_mock):
@@ -24,7 +23,9 @@ def test_video_generation_via_queue(fal_mock):
 
 
 def test_video_failure_surfaces_as_a_client_error(fal_mock):
-    fal_mock.on_error(re.compile(r"kling"), status=422, detail=[{"loc": ["body", "prompt"], "msg": "too long"}])
+    fal_mock.on_error(
+        re.compile(r"kling"), status=422, detail=[{"loc": ["body", "prompt"], "msg": "too long"}]
+    )
 
     with pytest.raises(fal_client.client.FalClientHTTPError) as info:
         app.generate_video("x" * 10_000)

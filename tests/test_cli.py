@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import pytest
-from conftest import http
 from fake_fal_upstream import FakeFal
+from httpclient import http
 
 from pytest_falmock.cli import DEFAULT_HOST, DEFAULT_PORT, build_parser
 

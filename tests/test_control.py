@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import pytest
-from conftest import http
+from httpclient import http
 
 from pytest_falmock import FalMock
 

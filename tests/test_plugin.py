@@ -70,12 +70,24 @@ def test_polling_table(kwargs, expected):
 @pytest.mark.parametrize(
     ("args", "kwargs", "message"),
     [
-        ((), {"polls": 2, "polls_before_completed": 3}, "m: polls cannot be combined with polls_before_completed"),
-        ((), {"polls": 2, "polls_before_in_progress": 1}, "m: polls cannot be combined with polls_before_in_progress"),
+        (
+            (),
+            {"polls": 2, "polls_before_completed": 3},
+            "m: polls cannot be combined with polls_before_completed",
+        ),
+        (
+            (),
+            {"polls": 2, "polls_before_in_progress": 1},
+            "m: polls cannot be combined with polls_before_in_progress",
+        ),
         ((), {"polls": -1}, "m: polls must be a non-negative integer, got -1"),
         ((), {"polls": 1.5}, "m: polls must be a non-negative integer, got 1.5"),
         ((), {"polls": True}, "m: polls must be a non-negative integer, got True"),
-        ((), {"polls_before_completed": "2"}, "m: polls_before_completed must be a non-negative integer, got '2'"),
+        (
+            (),
+            {"polls_before_completed": "2"},
+            "m: polls_before_completed must be a non-negative integer, got '2'",
+        ),
         ((), {"pols": 2}, "m: unknown keyword 'pols'"),
         ((2,), {}, "m: takes keyword arguments only"),
     ],
@@ -117,7 +129,8 @@ def test_it():
     markers.stdout.fnmatch_lines(
         [
             "@pytest.mark.fal_mock(allow_unmatched=False, patch_client=True, allow_remote_webhooks=False): *",
-            "@pytest.mark.fal_queue(polls=None, polls_before_in_progress=None, polls_before_completed=None): *",
+            "@pytest.mark.fal_queue(polls=None, polls_before_in_progress=None, "
+            "polls_before_completed=None): *",
         ]
     )
 
@@ -200,7 +213,10 @@ def test_without_marker(request):
             "@pytest.mark.fal_mock: unknown keyword 'allow_unmached' "
             "(expected one of: allow_unmatched, patch_client, allow_remote_webhooks)",
         ),
-        ("fal_mock(patch_client='no')", "@pytest.mark.fal_mock: patch_client must be True or False, got 'no'"),
+        (
+            "fal_mock(patch_client='no')",
+            "@pytest.mark.fal_mock: patch_client must be True or False, got 'no'",
+        ),
     ],
 )
 def test_marker_misuse_errors_that_test_only(pytester, marker, message):
@@ -275,8 +291,8 @@ def test_next_test_is_clean(fal_mock):
             "- POST /fal/queue/fal-ai/flux/dev (route queue.submit, model 'fal-ai/flux/dev')",
             '  input: {"prompt": "a cat", "seed": 3}',
             "  registered fixtures:",
-            "    * on_queue(re.compile('kling'), route='run') at test_unmatched_request_fails_the_test_at_teardown.py:*:"
-            " route='run', request is a queue request",
+            "    * on_queue(re.compile('kling'), route='run') at "
+            "test_unmatched_request_fails_the_test_at_teardown.py:*: route='run', request is a queue request",
             "    * on_image('fal-ai/flux/schnell') at test_unmatched_request_fails_the_test_at_teardown.py:*:"
             " model 'fal-ai/flux/schnell' != 'fal-ai/flux/dev'",
             "",
@@ -414,12 +430,13 @@ def test_fal_fixtures_ini_relative_to_ini_file(pytester):
         ("{not json", "fal fixture file {path}: invalid JSON: *"),
         ('{"fixture": []}', 'fal fixture file {path}: expected an object with a "fixtures" list, *'),
         (
-            '{"fixtures": [{"match": {"model": "a"}, "response": {"json": {}}}, {"match": {}, "response": {"json": 1}}]}',
+            '{"fixtures": [{"match": {"model": "a"}, "response": {"json": {}}},'
+            ' {"match": {}, "response": {"json": 1}}]}',
             'fal fixture file {path}: fixtures[1].match: needs exactly one of "model" or "model_regex"',
         ),
         (
             '{"fixtures": [{"match": {"model": "a", "endpoint": "openai"}, "response": {"json": {}}}]}',
-            'fal fixture file {path}: fixtures[0].match.endpoint: must be "fal", got \'openai\'',
+            "fal fixture file {path}: fixtures[0].match.endpoint: must be \"fal\", got 'openai'",
         ),
         (
             '{"fixtures": [{"match": {"model": "a", "modle": 1}, "response": {"json": {}}}]}',
@@ -439,7 +456,7 @@ def test_fal_fixtures_ini_relative_to_ini_file(pytester):
         ),
         (
             '{"fixtures": [{"match": {"model": "a", "route": "both"}, "response": {"json": {}}}]}',
-            "fal fixture file {path}: fixtures[0].match.route: must be \"queue\" or \"run\", got 'both'",
+            'fal fixture file {path}: fixtures[0].match.route: must be "queue" or "run", got \'both\'',
         ),
         (
             '{"fixtures": ["oops"]}',
@@ -471,7 +488,7 @@ def test_falmock_without_pytest():
         assert mock.is_running()
         assert repr(mock) == f"<FalMock {mock.url}>"
         mock.on_run("fal-ai/x", {"ok": True})
-        from conftest import http
+        from httpclient import http
 
         assert http("POST", mock.url + "/run/fal-ai/x", {}).json == {"ok": True}
         mock.check()

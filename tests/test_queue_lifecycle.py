@@ -6,8 +6,7 @@ import re
 import uuid
 
 import pytest
-
-from conftest import http
+from httpclient import http
 
 MODEL = "fal-ai/flux/dev"
 PAYLOAD = {"images": [{"url": "https://example.com/cat.png"}]}
@@ -180,7 +179,12 @@ def test_unknown_request_id_is_404(fal_mock, suffix):
 
 def test_malformed_json_submit(fal_mock):
     fal_mock.on_queue(MODEL, PAYLOAD)
-    res = http("POST", f"{fal_mock.url}/queue/{MODEL}", raw=b'{"prompt": ', headers={"Content-Type": "application/json"})
+    res = http(
+        "POST",
+        f"{fal_mock.url}/queue/{MODEL}",
+        raw=b'{"prompt": ',
+        headers={"Content-Type": "application/json"},
+    )
     assert res.status == 400
     assert res.headers["Content-Type"] == "application/json"
     error = res.json["error"]
@@ -229,7 +233,9 @@ def test_unmatched_submit_is_404_naming_the_model(fal_mock):
 
 
 def test_error_fixture_from_response_status(fal_mock):
-    fal_mock.on_error(MODEL, status=422, detail=[{"loc": ["body", "prompt"], "msg": "too long", "type": "value_error"}])
+    fal_mock.on_error(
+        MODEL, status=422, detail=[{"loc": ["body", "prompt"], "msg": "too long", "type": "value_error"}]
+    )
     env = submit(fal_mock).json
     status = http("GET", env["status_url"]).json
     assert status["status"] == "COMPLETED"

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import pytest
-from conftest import http
 from fake_fal_upstream import FakeFal
+from httpclient import http
 
 from pytest_falmock import FalMock
 from pytest_falmock._constants import DUMMY_FAL_KEY, REDACTED

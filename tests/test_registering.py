@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import http
+from httpclient import http
 
 from pytest_falmock import FalMock
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from conftest import http
+from httpclient import http
 
 MODEL = "fal-ai/flux/dev"
 PAYLOAD = {"images": [{"url": "https://example.com/cat.png"}]}
@@ -64,13 +63,17 @@ def test_target_url_query_is_used(mock):
         "POST",
         mock.url,
         {"prompt": "cat"},
-        headers={"x-fal-target-url": f"https://queue.fal.run/{MODEL}?fal_webhook=http%3A%2F%2F127.0.0.1%3A9%2Fh"},
+        headers={
+            "x-fal-target-url": f"https://queue.fal.run/{MODEL}?fal_webhook=http%3A%2F%2F127.0.0.1%3A9%2Fh"
+        },
     )
     assert res.status == 200
     assert mock.requests[-1].query == {"fal_webhook": "http://127.0.0.1:9/h"}
 
 
-@pytest.mark.parametrize("host", ["queue.fal.run", "QUEUE.FAL.RUN", "queue.fal.run:443", "https://queue.fal.run"])
+@pytest.mark.parametrize(
+    "host", ["queue.fal.run", "QUEUE.FAL.RUN", "queue.fal.run:443", "https://queue.fal.run"]
+)
 def test_target_host_header(mock, host):
     hdr = {"x-fal-target-host": host}
     lifecycle(
@@ -98,7 +101,10 @@ def test_target_host_routes_run_and_rest(mock):
 
 def test_target_host_takes_precedence_over_legacy_paths(mock):
     res = http(
-        "POST", f"{mock.url}/queue/submit/x", {"prompt": "cat"}, headers={"x-fal-target-host": "queue.fal.run"}
+        "POST",
+        f"{mock.url}/queue/submit/x",
+        {"prompt": "cat"},
+        headers={"x-fal-target-host": "queue.fal.run"},
     )
     assert res.status == 404
     assert res.json["model"] == "queue/submit/x"
@@ -124,7 +130,7 @@ def test_legacy_paths(mock):
     )
     run = http("POST", f"{mock.url}/run/{MODEL}", {"prompt": "cat"})
     assert (run.status, run.json) == (200, PAYLOAD)
-    assert [r.route for r in mock.requests][0] == "queue.submit"
+    assert mock.requests[0].route == "queue.submit"
 
 
 @pytest.mark.parametrize("prefix", ["fal-ai/flux/dev/", "fal-ai/flux/", "", "some/other-model/"])
@@ -232,7 +238,12 @@ def test_journal_records_routes_and_redacts_authorization(mock):
         headers={"Authorization": "Key secret-123", "X-Fal-Queue-Priority": "low"},
     )
     rec = mock.requests[-1]
-    assert (rec.method, rec.path, rec.route, rec.model) == ("POST", f"/fal/queue/{MODEL}", "queue.submit", MODEL)
+    assert (rec.method, rec.path, rec.route, rec.model) == (
+        "POST",
+        f"/fal/queue/{MODEL}",
+        "queue.submit",
+        MODEL,
+    )
     assert rec.input == {"prompt": "cat", "seed": 7}
     assert rec.query == {"fal_webhook": "http://127.0.0.1:1/x"}
     assert rec.headers["authorization"] == "[REDACTED]"
