@@ -582,7 +582,18 @@ class FastServer(ThreadedWSGIServer):
                 self.shutdown_request(request)
                 return
             self._connections[request] = thread
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:  # e.g. no more threads: drop this connection, keep serving
+            with self._lock:
+                self._connections.pop(request, None)
+            raise
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = self.socket.accept()
+        # Some platforms (BSD, macOS) pass the listener's non-blocking mode on to the new socket.
+        connection.setblocking(True)
+        return connection, address
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:

@@ -126,7 +126,7 @@ def test_concurrent_polls_of_one_job_see_a_monotonic_state_sequence(fal_mock: Fa
 
 def test_a_stalled_client_and_a_long_stream_do_not_block_others(fal_mock: FalMock) -> None:
     fal_mock.on_queue(FLUX, {"ok": True})
-    fal_mock.on_queue("fal-ai/slow", {"ok": True}, latency=0.5)
+    fal_mock.on_queue("fal-ai/slow", {"ok": True}, latency=3.0)
     stalled = socket.create_connection(("127.0.0.1", fal_mock.port), timeout=10)
     stalled.sendall(b"POST /fal/queue/x HTTP/1.1\r\nContent-Length: 50\r\n\r\npart")  # never finished
     (slow,) = exchange(fal_mock.port, request("POST", "/fal/queue/fal-ai/slow", body=b"{}"))
@@ -138,7 +138,7 @@ def test_a_stalled_client_and_a_long_stream_do_not_block_others(fal_mock: FalMoc
         for _ in range(20):
             (answer,) = exchange(fal_mock.port, request("POST", f"/fal/queue/{FLUX}", body=b"{}"))
             assert answer.status == 200
-        assert time.monotonic() - started < 0.5  # served while the stream still runs
+        assert time.monotonic() - started < 3.0  # all served while the stream still runs
     finally:
         stalled.close()
         streaming.close()

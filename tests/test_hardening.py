@@ -304,3 +304,23 @@ def test_a_connection_opened_while_stopping_is_refused_or_closed() -> None:
             assert read_until_close(sock) == b""
     finally:
         mock.stop()
+
+
+def test_a_connection_thread_that_cannot_start_drops_only_that_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Exhausted(threading.Thread):
+        def start(self) -> None:
+            if self.name == "fal_mock-connection":
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    with FalMock() as mock:
+        monkeypatch.setattr(threading, "Thread", Exhausted)
+        with socket.create_connection(("127.0.0.1", mock.port), timeout=5) as sock:
+            sock.sendall(request("GET", "/fal/queue/requests/x"))
+            assert read_until_close(sock) == b""
+        monkeypatch.undo()
+        assert mock._server.connection_count == 0
+        (answer,) = exchange(mock.port, request("GET", "/fal/queue/requests/x"))
+        assert answer.status == 404
