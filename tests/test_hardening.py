@@ -324,3 +324,37 @@ def test_a_connection_thread_that_cannot_start_drops_only_that_connection(
         assert mock._server.connection_count == 0
         (answer,) = exchange(mock.port, request("GET", "/fal/queue/requests/x"))
         assert answer.status == 404
+
+
+def test_the_session_server_leaves_no_thread_or_connection_behind(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import threading
+
+        BEFORE = set()
+
+        def pytest_sessionstart(session):
+            BEFORE.update(threading.enumerate())
+
+        def pytest_unconfigure(config):
+            left = [t.name for t in threading.enumerate() if t not in BEFORE and t.is_alive()]
+            with open("threads-left.txt", "w") as out:
+                out.write(repr(left))
+        """
+    )
+    pytester.makepyfile(
+        """
+        import http.client
+
+        KEPT = []
+
+        def test_leaves_an_idle_keep_alive_connection(fal_mock):
+            conn = http.client.HTTPConnection("127.0.0.1", fal_mock.port, timeout=10)
+            conn.request("GET", "/fal/queue/requests/x/status")
+            assert conn.getresponse().read()
+            KEPT.append(conn)  # still open, idle, when the session ends
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+    assert (pytester.path / "threads-left.txt").read_text() == "[]"
