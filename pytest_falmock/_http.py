@@ -97,9 +97,10 @@ class HttpResponse:
 
 def header_lines(headers: Iterable[tuple[str, str]]) -> str:
     """``"Name: value\r\n"`` lines; CR and LF in names or values cannot split the answer."""
-    text = "".join(f"{name}: {value}\r\n" for name, value in headers)
-    if text.count("\n") != text.count("\r\n") or text.count("\r") != text.count("\r\n"):
-        text = "".join(f"{_one_line(name)}: {_one_line(value)}\r\n" for name, value in headers)
+    items = list(headers)
+    text = "".join(f"{name}: {value}\r\n" for name, value in items)
+    if text.count("\n") != len(items) or text.count("\r") != len(items):
+        text = "".join(f"{_one_line(name)}: {_one_line(value)}\r\n" for name, value in items)
     return text
 
 
@@ -306,16 +307,15 @@ class _Connection:
         if have >= n:
             data, self.buf = self.buf[:n], self.buf[n:]
             return data
-        out = bytearray(n)
-        view = memoryview(out)
-        view[:have] = self.buf
+        chunks = [self.buf]  # grown as data arrives: a declared length alone allocates nothing
         self.buf = b""
         while have < n:
-            got = self.sock.recv_into(view[have:], min(n - have, 1 << 20))
-            if not got:
+            data = self.sock.recv(min(n - have, 1 << 20))
+            if not data:
                 raise _Closed
-            have += got
-        return bytes(out)
+            chunks.append(data)
+            have += len(data)
+        return b"".join(chunks)
 
     def _line(self) -> bytes:
         while True:

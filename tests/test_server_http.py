@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import socket
 import time
 from typing import Any
@@ -381,3 +382,30 @@ def test_start_and_stop_are_prompt_and_restartable() -> None:
     assert time.monotonic() - started < 2.0  # werkzeug's default stop alone takes up to 0.5 s
     with pytest.raises(Exception, match="not running"):
         mock._server.stop()
+
+
+def test_a_header_value_cannot_split_the_answer(fal_mock: FalMock) -> None:
+    fal_mock.on_error("fal-ai/bad", 422, error_type="oops\r\nX-Injected: yes\r\n\r\n<html>")
+    (answer,) = exchange(fal_mock.port, request("POST", "/fal/run/fal-ai/bad", QUEUE, b"{}"))
+    assert answer.status == 422
+    assert "x-injected" not in answer.headers
+    assert answer.headers["x-fal-error-type"] == "oops  X-Injected: yes    <html>"
+    assert answer.json["detail"][0]["type"] == "value_error"
+
+
+def test_a_large_upload_arrives_whole_and_is_served_back_whole(fal_mock: FalMock) -> None:
+    data = os.urandom(5 * 1024 * 1024 + 7)
+    conn = http.client.HTTPConnection("127.0.0.1", fal_mock.port, timeout=30)
+    try:
+        conn.request("PUT", "/fal/files/big/blob.bin", data, {"Content-Type": "application/octet-stream"})
+        response = conn.getresponse()
+        assert (response.status, json.loads(response.read())["file_url"].endswith("/big/blob.bin")) == (
+            200,
+            True,
+        )
+        conn.request("GET", "/fal/files/big/blob.bin")
+        response = conn.getresponse()
+        assert response.getheader("Content-Length") == str(len(data))
+        assert response.read() == data
+    finally:
+        conn.close()
