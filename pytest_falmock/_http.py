@@ -29,7 +29,7 @@ from http import HTTPStatus
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Protocol, Tuple
 from urllib.parse import unquote, urlsplit
 
-from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler, get_sockaddr, select_address_family
 
 from ._headers import Headers
 
@@ -530,13 +530,26 @@ class FastServer(ThreadedWSGIServer):
         self._connections: dict[socket.socket, threading.Thread] = {}
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
-        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake: Optional[tuple[socket.socket, socket.socket]] = None
+        listener = self._listen(host, port)  # OSError here, not werkzeug's print + sys.exit(1)
         try:
-            super().__init__(host, port, app, handler=FastHandler)
+            super().__init__(host, port, app, handler=FastHandler, fd=listener.fileno())
+        finally:
+            listener.close()  # werkzeug serves a duplicate of it
+        self._wake_r, self._wake_w = self._wake = socket.socketpair()
+
+    def _listen(self, host: str, port: int) -> socket.socket:
+        family = select_address_family(host, port)
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if self.allow_reuse_address and hasattr(socket, "SO_REUSEADDR"):
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(get_sockaddr(host, int(port), family))
+            listener.listen(self.request_queue_size)
         except BaseException:
-            self._wake_r.close()
-            self._wake_w.close()
+            listener.close()
             raise
+        return listener
 
     # -- accepting --------------------------------------------------------------------------
     def serve_forever(self, poll_interval: float = 0.5) -> None:
@@ -628,8 +641,9 @@ class FastServer(ThreadedWSGIServer):
 
     def server_close(self) -> None:
         super().server_close()
-        self._wake_r.close()
-        self._wake_w.close()
+        if self._wake is not None:  # werkzeug calls this from __init__ too, before they exist
+            for sock in self._wake:
+                sock.close()
 
     @property
     def connection_count(self) -> int:

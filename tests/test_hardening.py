@@ -355,6 +355,18 @@ def test_the_session_server_leaves_no_thread_or_connection_behind(pytester: pyte
             KEPT.append(conn)  # still open, idle, when the session ends
         """
     )
-    result = pytester.runpytest_inprocess("-p", "no:randomly")
+    result = pytester.runpytest_inprocess(
+        "-p", "no:randomly", "-o", "asyncio_default_fixture_loop_scope=function"
+    )
     result.assert_outcomes(passed=1)
     assert (pytester.path / "threads-left.txt").read_text() == "[]"
+
+
+def test_a_port_in_use_is_an_os_error_not_an_exit(capfd: pytest.CaptureFixture[str]) -> None:
+    with FalMock() as first:
+        second = FalMock(port=first.port)
+        with pytest.raises(OSError, match="in use"):
+            second.start()
+        assert not second.is_running()
+        assert exchange(first.port, request("GET", "/fal/queue/requests/x"))[0].status == 404
+    assert capfd.readouterr().err == ""
