@@ -29,7 +29,7 @@ TIMEOUT = 10.0
 FUZZ = settings(
     max_examples=int(os.environ.get("FALMOCK_FUZZ_EXAMPLES", "120")),  # more for a soak run
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    suppress_health_check=[HealthCheck.too_slow],
 )
 
 
