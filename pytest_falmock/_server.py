@@ -100,6 +100,14 @@ class FalMockServer(HTTPServerBase):
         self.server_thread = threading.Thread(target=self.thread_target, daemon=True, name="fal_mock-server")
         self.server_thread.start()
 
+    def thread_target(self) -> None:
+        """Serve until stopped; a short poll interval makes ``stop()`` quick.
+
+        (:class:`._http.FastServer` is woken at once on stop and ignores the interval.)
+        """
+        assert self.server is not None
+        self.server.serve_forever(poll_interval=0.02)
+
     def stop(self) -> None:
         """Stop accepting, close every connection (idle keep-alive ones too), join all threads."""
         server, thread = self._http, self.server_thread
