@@ -15,7 +15,8 @@
 
 Only npm's registry is contacted (step 5); every server listens on 127.0.0.1 and every
 subprocess is stopped before the script exits. Throughput figures are the best of
-``--rounds`` runs, taken alternately, so a noisy neighbour hurts every contender alike.
+``--rounds`` runs, taken alternately, so a noisy neighbour hurts every contender alike; the
+aimock ratio is also given per round (each pair measured back to back).
 """
 
 from __future__ import annotations
@@ -377,13 +378,15 @@ def cycles(port: int, duration: float) -> Callable[[], float]:
     return lambda: cycle_loop(port, duration)
 
 
-def best_of(rounds: int, contenders: dict[str, Callable[[], float]]) -> dict[str, float]:
-    """Run every contender ``rounds`` times, interleaved; keep each one's best."""
-    best: dict[str, float] = {}
-    for _ in range(rounds):
-        for name, run in contenders.items():
-            best[name] = max(best.get(name, 0.0), run())
-    return best
+def interleaved(rounds: int, contenders: dict[str, Callable[[], float]]) -> list[dict[str, float]]:
+    """Run every contender once per round, back to back; one ``{name: cycles/s}`` per round."""
+    return [{name: run() for name, run in contenders.items()} for _ in range(rounds)]
+
+
+def ratio_spread(samples: list[dict[str, float]], ours: str, theirs: str) -> str:
+    """The per-round ratio (both measured back to back): median and range."""
+    ratios = sorted(sample[ours] / sample[theirs] for sample in samples)
+    return f"median {statistics.median(ratios):.2f}x, range {ratios[0]:.2f}x-{ratios[-1]:.2f}x"
 
 
 def machine() -> str:
@@ -401,7 +404,7 @@ def machine() -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput run (5)")
-    parser.add_argument("--rounds", type=int, default=2, help="runs per throughput figure, best kept (2)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per throughput figure, best kept (3)")
     parser.add_argument("--tests", type=int, default=1000, help="generated tests for the overhead (1000)")
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs in the store for latency (10000)")
     parser.add_argument("--polls", type=int, default=2000, help="timed status polls (2000)")
@@ -426,6 +429,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"machine: {machine()}", file=sys.stderr)
     aimock = None if args.no_aimock or "5" not in sections else aimock_cli(args.cache / "aimock")
     best: dict[str, float] = {}
+    samples: list[dict[str, float]] = []
     if sections & {"1", "5"}:
         with tempfile.TemporaryDirectory(prefix="falmock-bench-") as tmp:
             fixture_file = Path(tmp) / "fal.json"
@@ -440,7 +444,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 if aimock is not None:
                     ports["aimock"] = stack.enter_context(aimock_server(aimock[0], fixture_file))
                 contenders = {name: cycles(port, args.duration) for name, port in ports.items()}
-                best = best_of(args.rounds, contenders)
+                samples = interleaved(args.rounds, contenders)
+                best = {name: max(sample[name] for sample in samples) for name in contenders}
         row("1. cycles/s, fal_mock in-process (as in pytest)", f"{best['fal_mock in-process']:,.0f}")
         row(
             "1. cycles/s, fal_mock as a process (python -m pytest_falmock)",
@@ -470,8 +475,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         if aimock is not None:
             theirs = best["aimock"]
             row(f"5. cycles/s, aimock {aimock[1]} (node {node_version()}), same loop", f"{theirs:,.0f}")
-            row("5. fal_mock as a process / aimock", f"{best['fal_mock process'] / theirs:.2f}x")
-            row("5. fal_mock in-process / aimock", f"{best['fal_mock in-process'] / theirs:.2f}x")
+            for ours in ("fal_mock as a process", "fal_mock in-process"):
+                name = "fal_mock process" if ours == "fal_mock as a process" else ours
+                spread = ratio_spread(samples, name, "aimock")
+                row(f"5. {ours} / aimock", f"{best[name] / theirs:.2f}x best vs best ({spread} per round)")
         else:
             row("5. aimock", "skipped (--no-aimock, or node/npm not found)")
 
