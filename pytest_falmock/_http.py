@@ -2,10 +2,11 @@
 
 werkzeug's development server builds a WSGI environ, a ``Request`` and a ``Response`` and
 logs a line for every request; for a mock answering thousands of tiny JSON requests that is
-most of the cost. This module parses requests straight off the socket into
-:class:`HttpRequest`, hands them to a :class:`Responder` and writes each answer with one
-``sendall``. It still is a werkzeug ``ThreadedWSGIServer`` (so ``HTTPServerBase`` can own it,
-and ``server.app`` stays a working WSGI app), with these differences:
+most of the cost. This module reads requests straight off the socket into
+:class:`~._http_wire.HttpRequest` (the parsing and formatting live in :mod:`._http_wire`),
+hands them to a :class:`Responder` and writes each answer with one ``sendall``. It still
+is a werkzeug ``ThreadedWSGIServer`` (so ``HTTPServerBase`` can own it, and ``server.app``
+stays a working WSGI app), with these differences:
 
 - HTTP/1.1 persistent connections (and pipelining), ``TCP_NODELAY``, no per-request logging;
 - request bodies: ``Content-Length`` or chunked; a declared length over the limit is answered
@@ -24,18 +25,26 @@ import selectors
 import socket
 import threading
 import time
-from email.utils import formatdate
-from http import HTTPStatus
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Protocol, Tuple
-from urllib.parse import unquote, urlsplit
+from typing import Any, Callable, Optional, Protocol
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler, get_sockaddr, select_address_family
 
 from ._headers import Headers
+from ._http_wire import (
+    MAX_HEADERS,
+    MAX_LINE,
+    STATUS_LINES,
+    Folded,
+    HttpRequest,
+    HttpResponse,
+    ProtocolError,
+    header_lines,
+    http_date,
+    parse_head,
+    split_target,
+    tokens,
+)
 
-#: Longest request line or header line, and most header lines, accepted.
-MAX_LINE = 65536
-MAX_HEADERS = 100
 MAX_HEAD = MAX_LINE + 8192
 RECV_SIZE = 65536
 #: After answering without reading the whole body, drain at most this much (and this long)
@@ -45,67 +54,7 @@ LINGER_SECONDS = 2.0
 #: How long ``close_connections`` waits for connection threads to finish.
 JOIN_SECONDS = 5.0
 
-STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n" for status in HTTPStatus}
-_TOKEN_CHARS = r"!#$%&'*+\-.^_`|~0-9A-Za-z"
-_TOKEN = re.compile(f"[{_TOKEN_CHARS}]+")
-#: One header field line: name, optional whitespace, value (no CR/LF inside), line end.
-_FIELD = re.compile(f"([{_TOKEN_CHARS}]+):[ \\t]*([^\\r\\n]*)\\r?\\n")
-_FIELDS = re.compile(f"(?:[{_TOKEN_CHARS}]+:[^\\r\\n]*\\r?\\n)*")
 _HEX = re.compile("[0-9A-Fa-f]{1,16}")
-
-
-class HttpRequest:
-    """One parsed request. ``path`` is percent-decoded; ``query`` is the raw query string."""
-
-    __slots__ = ("body", "headers", "method", "path", "query", "target", "version")
-
-    def __init__(
-        self, method: str, target: str, path: str, query: str, version: str, headers: Headers, body: bytes
-    ) -> None:
-        self.method = method
-        self.target = target
-        self.path = path
-        self.query = query
-        self.version = version
-        self.headers = headers
-        self.body = body
-
-
-class HttpResponse:
-    """What a :class:`Responder` answers: a status, header lines and a body or a stream.
-
-    ``head`` holds complete header lines (``"Name: value\r\n"`` each); the server adds the
-    status line, ``Date``, the framing (``Content-Length`` or chunking) and ``Connection``.
-    """
-
-    __slots__ = ("body", "close", "head", "status", "stream")
-
-    def __init__(
-        self,
-        status: int,
-        head: str,
-        body: bytes = b"",
-        stream: Optional[Iterator[bytes]] = None,
-        close: bool = False,
-    ) -> None:
-        self.status = status
-        self.head = head
-        self.body = body
-        self.stream = stream
-        self.close = close
-
-
-def header_lines(headers: Iterable[tuple[str, str]]) -> str:
-    """``"Name: value\r\n"`` lines; CR and LF in names or values cannot split the answer."""
-    items = list(headers)
-    text = "".join(f"{name}: {value}\r\n" for name, value in items)
-    if text.count("\n") != len(items) or text.count("\r") != len(items):
-        text = "".join(f"{_one_line(name)}: {_one_line(value)}\r\n" for name, value in items)
-    return text
-
-
-def _one_line(text: str) -> str:
-    return text.replace("\r", " ").replace("\n", " ")
 
 
 class Responder(Protocol):
@@ -127,13 +76,6 @@ class Responder(Protocol):
         """Record an unexpected exception raised while serving."""
 
 
-class _ProtocolError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 class _BodyTooLarge(Exception):
     def __init__(self, length: Optional[int]) -> None:
         super().__init__(length)
@@ -142,120 +84,6 @@ class _BodyTooLarge(Exception):
 
 class _Closed(Exception):
     """The peer went away mid-request."""
-
-
-_date_cache: tuple[int, str] = (0, "")
-
-
-def http_date() -> str:
-    """The ``Date`` header value, computed at most once a second."""
-    global _date_cache
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, formatdate(now, usegmt=True))
-    return _date_cache[1]
-
-
-def split_target(target: str) -> tuple[str, str, Optional[str]]:
-    """``target`` -> (percent-decoded path, raw query, host of an absolute-form target).
-
-    The same path werkzeug's ``Request.path`` gives: decoded, one leading slash.
-    """
-    host: Optional[str] = None
-    if target.startswith("/") and not target.startswith("//") and "#" not in target:
-        raw_path, _, query = target.partition("?")
-    else:
-        try:
-            parts = urlsplit(target)
-        except ValueError:  # e.g. "//[x": not a URL, so take it as a plain path
-            raw_path, _, query = target.partition("#")[0].partition("?")
-            return _decoded(raw_path), query, None
-        query = parts.query
-        if not parts.scheme and parts.netloc:  # "//x/y" is a path, not a network location
-            raw_path = f"/{parts.netloc}{parts.path}"
-        else:
-            raw_path = parts.path
-            if parts.scheme and parts.netloc:
-                host = parts.netloc
-    return _decoded(raw_path), query, host
-
-
-def _decoded(raw_path: str) -> str:
-    path = unquote(raw_path) if "%" in raw_path else raw_path
-    if not path.startswith("/") or path.startswith("//"):
-        path = "/" + path.lstrip("/")
-    return path
-
-
-Folded = Dict[str, Tuple[str, str]]
-
-
-def parse_head(head: str) -> tuple[str, str, str, Folded]:
-    """A request head (latin-1 text up to its empty line) -> (method, target, version, fields).
-
-    ``fields`` maps each lowercased name to (name as sent, value); repeated fields are joined
-    with commas, as werkzeug does.
-    """
-    end = head.find("\n")
-    line = head[:end].rstrip("\r")
-    if len(line) > MAX_LINE:
-        raise _ProtocolError(414, "Request line too long")
-    parts = line.split(" ")
-    if len(parts) != 3:
-        parts = [part for part in parts if part]  # SP-delimited (RFC 9112 3); extra spaces tolerated
-        if len(parts) != 3:
-            raise _ProtocolError(400, f"Malformed request line {line[:200]!r}")
-    method, target, version = parts
-    if _TOKEN.fullmatch(method) is None:
-        raise _ProtocolError(400, f"Malformed method {method[:100]!r}")
-    if version != "HTTP/1.1" and version != "HTTP/1.0":
-        version = _version(version)
-    block = head[end + 1 :]
-    folded: Folded = {}
-    if not block:
-        return method, target, version, folded
-    if _FIELDS.fullmatch(block) is None or len(block) > MAX_LINE:
-        _check_lines(block)
-    fields = _FIELD.findall(block)
-    if len(fields) > MAX_HEADERS:
-        raise _ProtocolError(431, f"More than {MAX_HEADERS} request headers")
-    for name, value in fields:
-        if value[-1:] in (" ", "\t"):
-            value = value.rstrip(" \t")
-        key = name.lower()
-        seen = folded.get(key)
-        if seen is None:
-            folded[key] = (name, value)
-        elif key == "content-length":
-            if seen[1] != value:
-                raise _ProtocolError(400, "Conflicting Content-Length headers")
-        else:
-            folded[key] = (seen[0], f"{seen[1]},{value}")
-    return method, target, version, folded
-
-
-def _version(version: str) -> str:
-    if version.startswith("HTTP/1.") and version[7:].isdigit() and version[7:].isascii():
-        return "HTTP/1.1"
-    number = version[5:]
-    if version.startswith("HTTP/") and number.replace(".", "", 1).isdigit() and number.isascii():
-        raise _ProtocolError(505, f"HTTP version {version} is not supported")
-    raise _ProtocolError(400, f"Malformed HTTP version {version[:100]!r}")
-
-
-def _check_lines(block: str) -> None:
-    """Name the first bad header line (the slow path, only for a bad or very long head)."""
-    for line in block.split("\n")[:-1]:
-        if len(line) > MAX_LINE:
-            raise _ProtocolError(431, "Request header line too long")
-        if _FIELDS.fullmatch(line + "\n") is None:
-            raise _ProtocolError(400, f"Malformed header line {line.rstrip(chr(13))[:200]!r}")
-    if _FIELDS.fullmatch(block) is None:  # pragma: no cover - a bad block has a bad line
-        raise _ProtocolError(400, "Malformed header block")
-
-
-def _tokens(value: str) -> set[str]:
-    return {token.strip().lower() for token in value.split(",")}
 
 
 class _Connection:
@@ -294,7 +122,7 @@ class _Connection:
                 self.buf = buf[b + 2 :]
                 return buf[: b + 1].decode("latin-1")
             if len(buf) > MAX_HEAD:
-                raise _ProtocolError(431, "Request head too large")
+                raise ProtocolError(431, "Request head too large")
             try:
                 self._fill()
             except _Closed:
@@ -324,7 +152,7 @@ class _Connection:
                 line, self.buf = self.buf[:i], self.buf[i + 1 :]
                 return line.rstrip(b"\r")
             if len(self.buf) > MAX_LINE:
-                raise _ProtocolError(400, "Chunk line too long")
+                raise ProtocolError(400, "Chunk line too long")
             self._fill()
 
     def _chunked(self, limit: int) -> bytes:
@@ -333,7 +161,7 @@ class _Connection:
         while True:
             size_text = self._line().split(b";", 1)[0].strip(b" \t").decode("latin-1")
             if _HEX.fullmatch(size_text) is None:
-                raise _ProtocolError(400, f"Malformed chunk size {size_text[:40]!r}")
+                raise ProtocolError(400, f"Malformed chunk size {size_text[:40]!r}")
             size = int(size_text, 16)
             if size == 0:
                 break
@@ -342,12 +170,12 @@ class _Connection:
                 raise _BodyTooLarge(None)
             parts.append(self._read(size))
             if self._line():
-                raise _ProtocolError(400, "Chunk data not followed by CRLF")
+                raise ProtocolError(400, "Chunk data not followed by CRLF")
         trailers = 0
         while self._line():  # trailer fields are read and ignored
             trailers += 1
             if trailers > MAX_HEADERS:
-                raise _ProtocolError(431, "Too many trailer fields")
+                raise ProtocolError(431, "Too many trailer fields")
         return b"".join(parts)
 
     # -- writing --------------------------------------------------------------------------
@@ -432,9 +260,9 @@ class _Connection:
                 method, target, version, fields = parse_head(head)
                 connection = fields.get("connection")
                 if version == "HTTP/1.1":
-                    keep_alive = connection is None or "close" not in _tokens(connection[1])
+                    keep_alive = connection is None or "close" not in tokens(connection[1])
                 else:
-                    keep_alive = connection is not None and "keep-alive" in _tokens(connection[1])
+                    keep_alive = connection is not None and "keep-alive" in tokens(connection[1])
                 path, query, absolute_host = split_target(target)
                 if absolute_host is not None:
                     fields["host"] = ("Host", absolute_host)
@@ -444,7 +272,7 @@ class _Connection:
                 if transfer is not None:
                     codings = [c.strip().lower() for c in transfer[1].split(",") if c.strip()]
                     if not codings or codings[-1] != "chunked":
-                        raise _ProtocolError(501, f"Transfer-Encoding {transfer[1]!r} is not supported")
+                        raise ProtocolError(501, f"Transfer-Encoding {transfer[1]!r} is not supported")
                     keep_alive = keep_alive and length_field is None  # RFC 9112 6.1: then close
                     unread = True
                     self._continue(fields, version)
@@ -453,7 +281,7 @@ class _Connection:
                 elif length_field is not None:
                     text = length_field[1]
                     if not text.isdigit() or not text.isascii() or len(text) > 20:
-                        raise _ProtocolError(400, f"Malformed Content-Length {text[:40]!r}")
+                        raise ProtocolError(400, f"Malformed Content-Length {text[:40]!r}")
                     length = int(text)
                     if length > responder.max_body:
                         raise _BodyTooLarge(length)
@@ -472,7 +300,7 @@ class _Connection:
                 self._send(responder.too_large(exc.length), method == "HEAD", False, "HTTP/1.1")
                 self._linger()
                 return
-            except _ProtocolError as exc:
+            except ProtocolError as exc:
                 answer = responder.protocol_error(exc.status, exc.message)
                 self._send(answer, method == "HEAD", False, "HTTP/1.1")
                 if unread or exc.status in (413, 431):

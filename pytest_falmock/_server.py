@@ -22,7 +22,8 @@ from werkzeug.wrappers import Request, Response
 from . import _routing as routing
 from ._engine import Engine
 from ._headers import Headers
-from ._http import FastServer, HttpRequest, HttpResponse, header_lines
+from ._http import FastServer
+from ._http_wire import HttpRequest, HttpResponse, header_lines
 from ._reply import JSON, Reply
 
 DEFAULT_MAX_BODY = 128 * 1024 * 1024
