@@ -6,48 +6,15 @@
 // or {"ok": false, "error": ..., "fetches": [...]}. `fetches` lists every HTTP request the
 // process made (method + URL); any URL that is not on 127.0.0.1 is refused before it leaves.
 // Driven by tests/test_js_client.py.
-import { ApiError, fal, ValidationError, withMiddleware, withProxy } from "@fal-ai/client";
+import { ApiError, fal, ValidationError } from "@fal-ai/client";
 
-const [scenarioName, PROXY, middleware = "proxy"] = process.argv.slice(2);
-if (!scenarioName || !PROXY) {
-  console.error("usage: node run_scenario.mjs <scenario> <proxy url> [proxy|manual]");
-  process.exit(2);
-}
+import { configure, fetches, parseArgs } from "./harness.mjs";
 
-// -- network guard: installed before fal.config(), which captures globalThis.fetch -----------
-const fetches = [];
-const realFetch = globalThis.fetch;
-globalThis.fetch = async (input, init = {}) => {
-  const url = typeof input === "string" ? input : input.url;
-  const method = (init.method ?? "GET").toUpperCase();
-  fetches.push({ method, url });
-  if (new URL(url).hostname !== "127.0.0.1") {
-    throw new Error(`network guard: refused ${method} ${url} (only 127.0.0.1 is allowed)`);
-  }
-  return realFetch(input, init);
-};
-
-// -- the configuration under test (copied into the README) -----------------------------------
-if (middleware === "proxy") {
-  // @fal-ai/client >= 1.10
-  fal.config({
-    credentials: "x",
-    requestMiddleware: withMiddleware(withProxy({ targetUrl: PROXY, when: "always" })),
-  });
-} else if (middleware === "manual") {
-  // @fal-ai/client < 1.10: withProxy does nothing outside a browser, so write the middleware
-  fal.config({
-    credentials: "x",
-    requestMiddleware: async (req) => ({
-      ...req,
-      url: PROXY,
-      headers: { ...req.headers, "x-fal-target-url": req.url },
-    }),
-  });
-} else {
-  console.error(`unknown middleware ${middleware}`);
-  process.exit(2);
-}
+const [scenarioName, PROXY, middleware = "proxy"] = parseArgs(
+  "node run_scenario.mjs <scenario> <proxy url> [proxy|manual]",
+  2,
+);
+configure(PROXY, middleware);
 
 // -- helpers -----------------------------------------------------------------------------------
 function describeError(err) {
