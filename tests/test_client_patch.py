@@ -9,6 +9,7 @@ from typing import Iterator
 import fal_client
 import fal_client.client as fc
 import pytest
+from inner_runs import QUIET
 
 from pytest_falmock import FalClientPatchError, FalMock
 from pytest_falmock._client_patch import CACHED, FalClientPatch
@@ -27,7 +28,6 @@ ORIGINAL = {
     )
     if hasattr(fc, name)
 }
-INNER = ("-p", "no:randomly", "-o", "asyncio_default_fixture_loop_scope=function")
 DEAD_PROXY = "http://127.0.0.1:9"  # the discard port: a proxy that never answers
 
 
@@ -138,7 +138,7 @@ def test_constants_and_environment_are_restored_after_each_test(pytester: pytest
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FAL_KEY", "kept-key")
         mp.setenv("FAL_KEY_ID", "kept-id")
-        result = pytester.runpytest(*INNER)
+        result = pytester.runpytest(*QUIET)
     result.assert_outcomes(passed=2)
 
 
@@ -173,7 +173,7 @@ def test_an_expired_sync_subscribe_neither_leaks_into_the_next_test_nor_hangs_at
         """
     )
     started = time.monotonic()
-    result = pytester.runpytest_subprocess(*INNER)
+    result = pytester.runpytest_subprocess(*QUIET)
     result.assert_outcomes(passed=3)
     assert time.monotonic() - started < 20
 
@@ -202,7 +202,7 @@ def test_plugin_works_when_fal_client_is_not_importable(pytester: pytest.Pyteste
                 import fal_client  # noqa: F401
         """
     )
-    result = pytester.runpytest_subprocess(*INNER)
+    result = pytester.runpytest_subprocess(*QUIET)
     result.assert_outcomes(passed=1)
 
 
@@ -235,7 +235,7 @@ def test_a_missing_constant_errors_the_test_at_setup(pytester: pytest.Pytester) 
             raise AssertionError("the body must not run")
         """
     )
-    result = pytester.runpytest_subprocess(*INNER)
+    result = pytester.runpytest_subprocess(*QUIET)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*FalClientPatchError: fal_client.client has no CDN_URL*"])
 

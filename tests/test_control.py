@@ -6,6 +6,7 @@ from typing import Any, Iterator
 
 import pytest
 from httpclient import http
+from inner_runs import QUIET
 
 from pytest_falmock import FalMock
 
@@ -136,4 +137,4 @@ def test_the_control_api_is_on_under_pytest(pytester: pytest.Pytester) -> None:
             assert [r["route"] for r in records] == ["run"]
         """
     )
-    pytester.runpytest("-p", "no:randomly", "-p", "no:asyncio").assert_outcomes(passed=1)
+    pytester.runpytest(*QUIET).assert_outcomes(passed=1)

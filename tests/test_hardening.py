@@ -13,6 +13,7 @@ from typing import Optional
 from urllib.parse import urlsplit
 
 import pytest
+from inner_runs import QUIET
 from rawhttp import chunked, exchange, parse_responses, read_until_close, request
 
 from pytest_falmock import FalMock
@@ -355,9 +356,7 @@ def test_the_session_server_leaves_no_thread_or_connection_behind(pytester: pyte
             KEPT.append(conn)  # still open, idle, when the session ends
         """
     )
-    result = pytester.runpytest_inprocess(
-        "-p", "no:randomly", "-o", "asyncio_default_fixture_loop_scope=function"
-    )
+    result = pytester.runpytest_inprocess(*QUIET)
     result.assert_outcomes(passed=1)
     assert (pytester.path / "threads-left.txt").read_text() == "[]"
 

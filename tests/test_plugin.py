@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from inner_runs import QUIET
 
 from pytest_falmock import FalMock, FalMockUsageError
 from pytest_falmock._options import QueueConfig, queue_config
@@ -29,11 +30,6 @@ def get(url):
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
 """
-
-
-#: Plugins the inner runs do not need (they only slow every in-process run down).
-QUIET = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:asyncio")
-QUIET += ("-p", "no:xdist", "-p", "no:cov")
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:

@@ -8,6 +8,7 @@ from typing import Any, Iterator
 
 import pytest
 from fake_fal_upstream import FakeFal
+from inner_runs import QUIET, QUIET_WITH_XDIST
 
 from pytest_falmock._constants import DUMMY_FAL_KEY
 
@@ -69,10 +70,7 @@ def entry(model: str, prompt: str, body: Any) -> dict[str, Any]:
 def test_record_then_replay_image_job_sync_run_and_error(app: pytest.Pytester, fake: FakeFal) -> None:
     app.makepyfile(test_app=APP_TESTS)
     recorded = app.runpytest_subprocess(
-        "-p",
-        "no:randomly",
-        "-p",
-        "no:asyncio",
+        *QUIET,
         "--fal-record",
         f"--fal-upstream={fake.url}",
         "--fal-fixtures=fal.json",
@@ -97,7 +95,7 @@ def test_record_then_replay_image_job_sync_run_and_error(app: pytest.Pytester, f
     seen = len(fake.requests)
     for name in ("flux", "run", "error"):
         (app.path / f"{name}.json").unlink()
-    replayed = app.runpytest_subprocess("-p", "no:randomly", "-p", "no:asyncio", "--fal-fixtures=fal.json")
+    replayed = app.runpytest_subprocess(*QUIET, "--fal-fixtures=fal.json")
     replayed.assert_outcomes(passed=3)
     assert outputs(app.path) == first
     assert len(fake.requests) == seen
@@ -105,9 +103,7 @@ def test_record_then_replay_image_job_sync_run_and_error(app: pytest.Pytester, f
 
 def test_default_mode_never_touches_the_network(app: pytest.Pytester, fake: FakeFal) -> None:
     app.makepyfile(test_app=APP_TESTS)
-    result = app.runpytest(
-        "-p", "no:randomly", "-p", "no:asyncio", f"--fal-upstream={fake.url}", "-k", "sync_run"
-    )
+    result = app.runpytest(*QUIET, f"--fal-upstream={fake.url}", "-k", "sync_run")
     result.assert_outcomes(failed=1, errors=1)
     result.stdout.fnmatch_lines(["*fal_mock: 1 request matched no registered fixture:*"])
     assert fake.requests == []
@@ -118,10 +114,7 @@ def test_mode_new_serves_what_the_file_has_and_appends_the_rest(app: pytest.Pyte
     (app.path / "fal.json").write_text(json.dumps({"fixtures": [known]}))
     app.makepyfile(test_app=APP_TESTS)
     result = app.runpytest(
-        "-p",
-        "no:randomly",
-        "-p",
-        "no:asyncio",
+        *QUIET,
         "--fal-record-mode=new",
         f"--fal-upstream={fake.url}",
         "--fal-fixtures=fal.json",
@@ -139,10 +132,7 @@ def test_mode_new_serves_what_the_file_has_and_appends_the_rest(app: pytest.Pyte
 def test_mode_once_records_when_the_file_is_missing(app: pytest.Pytester, fake: FakeFal) -> None:
     app.makepyfile(test_app=APP_TESTS)
     result = app.runpytest(
-        "-p",
-        "no:randomly",
-        "-p",
-        "no:asyncio",
+        *QUIET,
         "--fal-record-mode=once",
         f"--fal-upstream={fake.url}",
         "--fal-fixtures=fal.json",
@@ -157,10 +147,7 @@ def test_mode_once_does_not_record_when_the_file_existed(app: pytest.Pytester, f
     before = (app.path / "fal.json").read_text()
     app.makepyfile(test_app=APP_TESTS)
     result = app.runpytest(
-        "-p",
-        "no:randomly",
-        "-p",
-        "no:asyncio",
+        *QUIET,
         "--fal-record-mode=once",
         f"--fal-upstream={fake.url}",
         "--fal-fixtures=fal.json",
@@ -188,10 +175,7 @@ def test_mode_all_forwards_everything_and_replaces_entries(app: pytest.Pytester,
         """
     )
     result = app.runpytest(
-        "-p",
-        "no:randomly",
-        "-p",
-        "no:asyncio",
+        *QUIET,
         "--fal-record-mode=all",
         f"--fal-upstream={fake.url}",
         "--fal-fixtures=fal.json",
@@ -207,9 +191,7 @@ def test_mode_all_forwards_everything_and_replaces_entries(app: pytest.Pytester,
 def test_ini_fal_upstream(app: pytest.Pytester, fake: FakeFal) -> None:
     app.makeini(f"[pytest]\nfal_upstream = {fake.url}\n")
     app.makepyfile(test_app=APP_TESTS)
-    result = app.runpytest(
-        "-p", "no:randomly", "-p", "no:asyncio", "--fal-record", "--fal-fixtures=fal.json", "-k", "sync"
-    )
+    result = app.runpytest(*QUIET, "--fal-record", "--fal-fixtures=fal.json", "-k", "sync")
     result.assert_outcomes(passed=1)
     assert [(r.host, r.path) for r in fake.requests] == [("fal.run", "/fal-ai/fast-sdxl")]
 
@@ -225,8 +207,7 @@ def test_xdist_workers_record_into_one_file(app: pytest.Pytester, fake: FakeFal)
         """
     )
     result = app.runpytest_subprocess(
-        "-p",
-        "no:randomly",
+        *QUIET_WITH_XDIST,
         "-n",
         "2",
         "--fal-record-mode=once",
@@ -254,6 +235,6 @@ def test_xdist_workers_record_into_one_file(app: pytest.Pytester, fake: FakeFal)
 )
 def test_option_usage_errors(pytester: pytest.Pytester, args: list[str], message: str) -> None:
     pytester.makepyfile("def test_nothing(): pass")
-    result = pytester.runpytest(*args)
+    result = pytester.runpytest(*QUIET, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
