@@ -85,6 +85,7 @@ class Engine:
 
     # -- entry points -------------------------------------------------------------------
     def handle(self, op: r.Operation) -> Reply:
+        self.stores.begin_request()  # what a request started before a reset does is dropped
         reply = self._handlers[op.route](op)
         request_id = op.request_id or reply.headers.get(REQUEST_ID_HEADER)
         self.stores.record(
@@ -106,6 +107,7 @@ class Engine:
     def record_rejected(
         self, method: str, path: str, query: dict[str, str], headers: Any, error: r.RouteError, body: bytes
     ) -> None:
+        self.stores.begin_request()
         self.stores.record(
             FalRequest(
                 method=method,

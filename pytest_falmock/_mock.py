@@ -121,8 +121,11 @@ class FalMock:
         return f"<FalMock {state}>"
 
     def reset(self) -> None:
-        """Forget per-test fixtures, jobs, the journal, uploads and webhooks; keep file fixtures."""
-        self._webhooks.drain()
+        """Forget per-test fixtures, jobs, the journal, uploads and webhooks; keep file fixtures.
+
+        Work still under way for the previous test (a slow request, a webhook delivery) records
+        nothing once the reset is done.
+        """
         self._stores.reset()
         self._stores.allow_remote_webhooks = self._allow_remote_webhooks
         self._server.internal_errors.clear()

@@ -20,6 +20,7 @@ from pytest_httpserver.httpserver import HTTPServerBase, HTTPServerError
 from werkzeug.wrappers import Request, Response
 
 from . import _routing as routing
+from ._constants import CDN_HOSTS, QUEUE_HOSTS, REST_HOSTS, RUN_HOSTS
 from ._engine import Engine
 from ._headers import Headers
 from ._http import FastServer
@@ -45,6 +46,7 @@ _JSON_HEAD = header_lines([*CORS.items(), ("Content-Type", JSON)])
 #: Names the server sets itself; a reply header of the same name replaces (or is dropped for) them.
 _OWN = frozenset({*(name.lower() for name in CORS), "content-type"})
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "date"})
+FAL_HOSTS = QUEUE_HOSTS | RUN_HOSTS | REST_HOSTS | CDN_HOSTS
 _HOST = re.compile(r"^(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 #: The C encoder ``json.dumps`` builds on every call, built once (no circular-reference
@@ -232,8 +234,11 @@ class FalMockServer(HTTPServerBase):
         return self.engine.handle(op)
 
     def _base_url_for(self, headers: Headers) -> str:
+        """Where URLs in answers point: the ``Host`` the client used, unless it names fal itself."""
         host = headers.get("Host", "")
-        return f"http://{host}" if _HOST.match(host) else self.base_url
+        if not _HOST.match(host) or routing.normalize_host(host) in FAL_HOSTS:
+            return self.base_url
+        return f"http://{host}"
 
     def _too_large(self, length: Optional[int]) -> Reply:
         if length is None:

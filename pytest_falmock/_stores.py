@@ -34,6 +34,9 @@ class Stores:
         self.webhooks: list[WebhookDelivery] = []
         self.queue_config = QueueConfig()
         self.allow_remote_webhooks = False
+        #: Bumped by every reset; a request that began before a reset records nothing after it.
+        self.generation = 0
+        self._request = threading.local()
 
     # -- fixtures -----------------------------------------------------------------------
     def add_fixture(self, fixture: Fixture, *, session: bool = False) -> None:
@@ -61,9 +64,27 @@ class Stores:
                 reasons.append((fixture.label, reason))
         return None, reasons
 
+    # -- request generations ------------------------------------------------------------
+    def begin_request(self) -> int:
+        """Mark the calling thread as serving a request of the current generation."""
+        generation = self._request.generation = self.generation
+        return generation
+
+    def request_generation(self) -> int:
+        """The generation the calling thread's request began in (else the current one)."""
+        generation: int = getattr(self._request, "generation", self.generation)
+        return generation
+
+    def _stale(self, generation: Optional[int] = None) -> bool:
+        """True when the work at hand began before the last reset (call with the lock held)."""
+        started = getattr(self._request, "generation", None) if generation is None else generation
+        return started is not None and started != self.generation
+
     # -- jobs ---------------------------------------------------------------------------
     def add_job(self, job: Job) -> None:
         with self.lock:
+            if self._stale():
+                return
             self.jobs[job.request_id] = job
             while len(self.jobs) > self.max_jobs:
                 self._evict_one()
@@ -82,19 +103,24 @@ class Stores:
     # -- journal, uploads, webhooks -----------------------------------------------------
     def record(self, request: FalRequest) -> None:
         with self.lock:
-            self.journal.append(request)
+            if not self._stale():
+                self.journal.append(request)
 
     def record_unmatched(self, request: UnmatchedRequest) -> None:
         with self.lock:
-            self.unmatched.append(request)
+            if not self._stale():
+                self.unmatched.append(request)
 
     def add_upload(self, key: tuple[str, str], upload: Upload) -> None:
         with self.lock:
-            self.uploads[key] = upload
+            if not self._stale():
+                self.uploads[key] = upload
 
-    def add_webhook(self, delivery: WebhookDelivery) -> None:
+    def add_webhook(self, delivery: WebhookDelivery, generation: Optional[int] = None) -> None:
+        """Record a webhook outcome; ``generation`` is the one the job completed in."""
         with self.lock:
-            self.webhooks.append(delivery)
+            if not self._stale(generation):
+                self.webhooks.append(delivery)
 
     def snapshot(self, items: Iterable[Any]) -> list[Any]:
         with self.lock:
@@ -104,6 +130,7 @@ class Stores:
     def reset(self) -> None:
         """Forget everything a test did; session fixtures stay (their use counts restart)."""
         with self.lock:
+            self.generation += 1
             self.test_fixtures.clear()
             for fixture in self.session_fixtures:
                 fixture.used = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -19,7 +20,10 @@ from ._jobs import Job
 from ._records import WebhookDelivery
 from ._stores import Stores
 
-DELIVERY_TIMEOUT = 10.0
+#: Socket timeout of one delivery (connect, then the answer).
+DELIVERY_TIMEOUT = 5.0
+#: How long reading ``fal_mock.webhooks`` (or a reset) waits for deliveries under way, in all.
+DRAIN_TIMEOUT = 2 * DELIVERY_TIMEOUT + 1.0
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -61,6 +65,7 @@ class WebhookSender:
         url = job.webhook_url
         if not url:
             return
+        generation = self._stores.request_generation()  # a delivery outliving its test is dropped
         body = webhook_body(job)
         scheme = urlsplit(url).scheme
         if scheme not in ("http", "https"):
@@ -82,14 +87,17 @@ class WebhookSender:
             )
             return
         thread = threading.Thread(
-            target=self._deliver, args=(url, job.request_id, body), daemon=True, name="fal_mock-webhook"
+            target=self._deliver,
+            args=(url, job.request_id, body, generation),
+            daemon=True,
+            name="fal_mock-webhook",
         )
         with self._lock:
             self._threads = [t for t in self._threads if t.is_alive()]
             self._threads.append(thread)
         thread.start()
 
-    def _deliver(self, url: str, request_id: str, body: dict[str, Any]) -> None:
+    def _deliver(self, url: str, request_id: str, body: dict[str, Any], generation: int) -> None:
         data = json.dumps(body).encode()
         request = urllib.request.Request(
             url,
@@ -104,11 +112,14 @@ class WebhookSender:
             delivery = WebhookDelivery(url, request_id, body, "delivered", status_code=exc.code)
         except Exception as exc:  # OSError, http.client.InvalidURL, ...: record it, never crash the thread
             delivery = WebhookDelivery(url, request_id, body, "failed", error=f"{type(exc).__name__}: {exc}")
-        self._stores.add_webhook(delivery)
+        self._stores.add_webhook(delivery, generation)
 
-    def drain(self, timeout: float = DELIVERY_TIMEOUT) -> None:
-        """Wait for deliveries under way (so ``fal_mock.webhooks`` is complete)."""
+    def drain(self, timeout: float = DRAIN_TIMEOUT) -> None:
+        """Wait (``timeout`` in all) for deliveries under way, so ``fal_mock.webhooks`` is complete."""
+        deadline = time.monotonic() + timeout
         with self._lock:
-            threads, self._threads = self._threads, []
+            threads = list(self._threads)
         for thread in threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
