@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._client_patch import FalClientPatchError
 from ._fixture_files import FixtureFileError
 from ._mock import FalMock
-from ._options import FalMockUsageError
+from ._options import FalMockUsageError, FalMockWarning
 from ._records import FalRequest, Upload, WebhookDelivery
 
 __version__ = "0.1.0"
@@ -14,6 +14,7 @@ __all__ = [
     "FalClientPatchError",
     "FalMock",
     "FalMockUsageError",
+    "FalMockWarning",
     "FalRequest",
     "FixtureFileError",
     "Upload",

@@ -45,9 +45,13 @@ def read_document(file: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise FixtureFileError(f"fal fixture file {file}: cannot be read: {exc}") from None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         raise FixtureFileError(f"fal fixture file {file}: invalid JSON: {exc}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def load_file(file: Path) -> list[Fixture]:
@@ -110,8 +114,12 @@ def parse_entry(entry: Any, where: str) -> Fixture:
     if "json" not in response:
         raise _fail(f"{where}.response", 'needs a "json" body')
     status = response.get("status", 200)
-    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
-        raise _fail(f"{where}.response.status", f"expected an HTTP status 200-599, got {status!r}")
+    if (
+        isinstance(status, bool)
+        or not isinstance(status, int)
+        or not (200 <= status <= 299 or 400 <= status <= 599)
+    ):
+        raise _fail(f"{where}.response.status", f"expected an HTTP status 200-299 or 400-599, got {status!r}")
     error_type = response.get("error_type")
     if error_type is not None and not isinstance(error_type, str):
         raise _fail(f"{where}.response.error_type", f"expected a string, got {error_type!r}")

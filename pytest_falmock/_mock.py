@@ -40,7 +40,7 @@ def _caller() -> str:
 
 def _json_ready(payload: Any, where: str) -> None:
     try:
-        json.dumps(payload)
+        json.dumps(payload, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{where}: the payload must be JSON-serialisable: {exc}") from None
 
@@ -384,6 +384,10 @@ class FalMock:
         problems = self.problems(allow_unmatched=False)
         if problems:
             raise AssertionError(problems)
+
+    def blocked_webhooks(self) -> list[WebhookDelivery]:
+        """Webhooks refused because their URL is not loopback (recorded at once: no waiting)."""
+        return [d for d in self._stores.snapshot(self._stores.webhooks) if d.outcome == "blocked"]
 
     def problems(self, *, allow_unmatched: bool) -> str:
         """The teardown report: unmatched requests (unless allowed) and internal errors."""

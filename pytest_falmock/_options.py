@@ -15,6 +15,10 @@ class FalMockUsageError(ValueError):
     """A marker, option or helper was called with arguments it does not accept."""
 
 
+class FalMockWarning(UserWarning):
+    """Something the mock did on a test's behalf that the test may not expect (e.g. a blocked webhook)."""
+
+
 @dataclass(frozen=True)
 class QueueConfig:
     """How many status polls a job spends in each state.

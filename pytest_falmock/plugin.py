@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, List, Optional
 
@@ -11,7 +12,7 @@ from ._client_patch import FalClientPatch
 from ._fixture_files import FixtureFileError, load_path
 from ._fixtures import Fixture
 from ._mock import FalMock
-from ._options import FalMockUsageError, MockOptions, mock_options, queue_config
+from ._options import FalMockUsageError, FalMockWarning, MockOptions, mock_options, queue_config
 from ._record import RECORD_MODES, RecordSettings, attach, resolve
 from ._record_file import Credentials
 
@@ -102,6 +103,15 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
     record = config.stash[RECORD_KEY] = record_settings(config)
+    if record.active and record.upstream is None and not record.credentials.key:
+        config.issue_config_time_warning(
+            FalMockWarning(
+                "fal_mock is recording against the real fal.ai, but FAL_KEY (or FAL_KEY_ID and "
+                "FAL_KEY_SECRET) is not set: requests without their own Authorization go upstream "
+                "unauthenticated, and a 401 answer would be recorded as an error entry."
+            ),
+            stacklevel=2,
+        )
     fixtures: list[Fixture] = []
     try:
         for path in fixture_paths(config):
@@ -171,6 +181,14 @@ def fal_mock(request: pytest.FixtureRequest, fal_mock_server: FalMock) -> Iterat
         yield mock
     finally:
         patch.undo()
+    for blocked in mock.blocked_webhooks():
+        warnings.warn(
+            FalMockWarning(
+                f"fal_mock: the webhook of request {blocked.request_id} to {blocked.url} was not "
+                f"delivered: {blocked.error}"
+            ),
+            stacklevel=1,
+        )
     problems = mock.problems(allow_unmatched=options.allow_unmatched)
     mock.reset()
     if problems:

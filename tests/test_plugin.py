@@ -448,7 +448,17 @@ def test_fal_fixtures_ini_relative_to_ini_file(pytester):
         ),
         (
             '{"fixtures": [{"match": {"model": "a"}, "response": {"json": {}, "status": 99}}]}',
-            "fal fixture file {path}: fixtures[0].response.status: expected an HTTP status 200-599, got 99",
+            "fal fixture file {path}: fixtures[0].response.status: expected an HTTP status 200-299 or "
+            "400-599, got 99",
+        ),
+        (
+            '{"fixtures": [{"match": {"model": "a"}, "response": {"json": {}, "status": 302}}]}',
+            "fal fixture file {path}: fixtures[0].response.status: expected an HTTP status 200-299 or "
+            "400-599, got 302",
+        ),
+        (
+            '{"fixtures": [{"match": {"model": "a"}, "response": {"json": {"x": NaN}}}]}',
+            "fal fixture file {path}: invalid JSON: NaN is not valid JSON",
         ),
         (
             '{"fixtures": [{"match": {"model": "a", "route": "both"}, "response": {"json": {}}}]}',

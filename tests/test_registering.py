@@ -191,6 +191,7 @@ def test_newest_per_test_fixture_wins_then_files_in_order(tmp_path):
         (lambda m: m.on_queue(MODEL, {}, times=0), "times must be a positive integer"),
         (lambda m: m.on_queue(MODEL, {}, latency=-1), "latency must be a non-negative number"),
         (lambda m: m.on_queue(MODEL, {"x": object()}), "payload must be JSON-serialisable"),
+        (lambda m: m.on_run(MODEL, {"x": float("nan")}), "payload must be JSON-serialisable"),
         (lambda m: m.on_queue(MODEL, {}, match_input=[1]), "match_input must be a dict or a callable"),
         (lambda m: m.on_image(MODEL, {"images": "x"}), "'images' must be a list"),
         (lambda m: m.on_video(MODEL, {"video": "x"}), "'video' must be a dict"),

@@ -303,7 +303,7 @@ def test_an_internal_error_is_a_500_and_is_reported(monkeypatch: pytest.MonkeyPa
 
 def test_a_failing_stream_is_reported_and_the_connection_dropped() -> None:
     with FalMock() as mock:
-        mock.on_stream("fal-ai/llm", [{"a": 1}, float("nan")])
+        mock.on_stream("fal-ai/llm", [{"a": 1}, {"b": 2}])
         mock._stores.test_fixtures[-1].events = [{"a": 1}, object()]  # not JSON: fails mid-stream
         data = request("POST", "/fal/run/fal-ai/llm/stream", QUEUE, b"{}")
         with socket.create_connection(("127.0.0.1", mock.port), timeout=10) as sock:

@@ -17,6 +17,7 @@ import fal_client
 import httpx
 import pytest
 from fal_client import FalClientHTTPError
+from inner_runs import QUIET
 from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
 
@@ -214,6 +215,7 @@ def test_a_non_http_webhook_url_is_recorded_as_failed(fal_mock: FalMock) -> None
 
 
 # -- remote hosts ---------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore::pytest_falmock.FalMockWarning")  # reported at teardown, tested below
 def test_non_loopback_webhooks_are_blocked_and_never_contacted(fal_mock: FalMock, lookups: list[str]) -> None:
     fal_mock.on_queue(FLUX, {"n": 1})
     handle = fal_client.submit(FLUX, {}, webhook_url="http://webhook.invalid/hook")
@@ -266,3 +268,26 @@ def test_falmock_constructor_allow_remote_webhooks(
         httpx.post(f"{mock.url}/queue/{FLUX}", params={"fal_webhook": url}, json={}, trust_env=False)
         assert outcomes(mock) == (["delivered"] if allowed else ["blocked"])
     assert len(receiver.log) == (2 if allowed else 0)
+
+
+def test_a_blocked_webhook_is_reported_as_a_warning(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+import json, urllib.request
+
+def test_remote_hook(fal_mock):
+    fal_mock.on_queue("fal-ai/x", {})
+    req = urllib.request.Request(
+        fal_mock.url + "/queue/fal-ai/x?fal_webhook=https%3A%2F%2Fhooks.example.com%2Fh",
+        data=b"{}", method="POST", headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req).read()
+"""
+    )
+    result = pytester.runpytest(*QUIET)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*FalMockWarning: fal_mock: the webhook of request * to https://hooks.example.com/h was not "
+            "delivered: not a loopback URL; enable with @pytest.mark.fal_mock(allow_remote_webhooks=True)"
+        ]
+    )
