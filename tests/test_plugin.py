@@ -503,3 +503,16 @@ def test_falmock_without_pytest():
             mock.check()
     assert not mock.is_running()
     assert repr(mock) == "<FalMock stopped>"
+
+
+def test_recording_against_fal_without_a_key_warns(pytester, monkeypatch):
+    for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    pytester.makepyfile("def test_nothing(): pass")
+    result = run(pytester, "--fal-record", "--fal-fixtures", "rec.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["*FalMockWarning: fal_mock is recording against the real fal.ai, but FAL_KEY * is not set*"]
+    )
+    monkeypatch.setenv("FAL_KEY", "a-real-looking-key")
+    assert "FalMockWarning" not in run(pytester, "--fal-record", "--fal-fixtures", "rec.json").stdout.str()
