@@ -20,13 +20,6 @@ Make = Callable[..., FalMock]
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeFal]:
-    server = FakeFal().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def target(tmp_path: Path) -> Path:
     return tmp_path / "fixtures" / "fal.json"
 

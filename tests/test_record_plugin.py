@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from fake_fal_upstream import FakeFal
@@ -34,13 +34,6 @@ def test_error(fal_mock):
         fal_client.subscribe("fake/error", arguments={"prompt": "too long"})
     save("error", [info.value.status_code, info.value.message])
 """
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeFal]:
-    server = FakeFal().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
