@@ -60,6 +60,14 @@ def _safe_name(name: str, content_type: str = "") -> str:
     return "upload" + extension
 
 
+class _Answer(Exception):
+    """Ends a request early with ``reply`` (unknown id, no matching fixture, upstream failure)."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
+
+
 class Engine:
     def __init__(self, stores: Stores) -> None:
         self.stores = stores
@@ -86,7 +94,10 @@ class Engine:
     # -- entry points -------------------------------------------------------------------
     def handle(self, op: r.Operation) -> Reply:
         self.stores.begin_request()  # what a request started before a reset does is dropped
-        reply = self._handlers[op.route](op)
+        try:
+            reply = self._handlers[op.route](op)
+        except _Answer as early:
+            reply = early.reply
         request_id = op.request_id or reply.headers.get(REQUEST_ID_HEADER)
         self.stores.record(
             FalRequest(
@@ -124,21 +135,24 @@ class Engine:
         )
 
     # -- matching -----------------------------------------------------------------------
-    def _claim(self, op: r.Operation, kind: Kind) -> tuple[Optional[Fixture], Optional[Reply]]:
+    def _claim(self, op: r.Operation, kind: Kind) -> Fixture:
+        """The fixture serving ``op``; otherwise ends the request with the upstream's or a 404 answer."""
         assert op.model is not None
         upstream = self.upstream if kind != "stream" else None
         forward_all = upstream is not None and upstream.forward_all
         fixture, reasons = self.stores.claim(kind, op.model, op.input, include_session=not forward_all)
         if fixture is not None:
-            return fixture, None
+            return fixture
         if upstream is not None:
             outcome = upstream.forward(op, kind)
-            return (None, outcome) if isinstance(outcome, Reply) else (outcome, None)
+            if isinstance(outcome, Reply):
+                raise _Answer(outcome)
+            return outcome
         self.stores.record_unmatched(
             UnmatchedRequest(op.method, op.path, op.route, op.model, op.input, tuple(reasons))
         )
         message = f"fal_mock: no fixture matches model {op.model!r} ({kind} request)"
-        return None, Reply(404, {"detail": message, "error_type": "no_fixture_match", "model": op.model})
+        raise _Answer(Reply(404, {"detail": message, "error_type": "no_fixture_match", "model": op.model}))
 
     def _completed(self, job: Job) -> None:
         for listener in self.completion_listeners:
@@ -146,10 +160,7 @@ class Engine:
 
     # -- queue --------------------------------------------------------------------------
     def _submit(self, op: r.Operation) -> Reply:
-        fixture, miss = self._claim(op, "queue")
-        if fixture is None:
-            assert miss is not None
-            return miss
+        fixture = self._claim(op, "queue")
         assert op.model is not None
         request_id = new_request_id()
         job = Job(
@@ -178,12 +189,13 @@ class Engine:
         }
         return Reply(200, body, {REQUEST_ID_HEADER: request_id})
 
-    def _job(self, op: r.Operation) -> tuple[Optional[Job], Optional[Reply]]:
+    def _job(self, op: r.Operation) -> Job:
+        """The job ``op`` names; an unknown id ends the request with 404."""
         assert op.request_id is not None
         job = self.stores.job(op.request_id)
         if job is None:
-            return None, detail(404, f"Request {op.request_id} not found")
-        return job, None
+            raise _Answer(detail(404, f"Request {op.request_id} not found"))
+        return job
 
     def _poll(self, job: Job) -> tuple[int, dict[str, Any]]:
         with self.stores.lock:
@@ -194,18 +206,12 @@ class Engine:
         return (200 if job.done else 202), body
 
     def _status(self, op: r.Operation) -> Reply:
-        job, missing = self._job(op)
-        if job is None:
-            assert missing is not None
-            return missing
+        job = self._job(op)
         status, body = self._poll(job)
         return Reply(status, body, {REQUEST_ID_HEADER: job.request_id})
 
     def _status_stream(self, op: r.Operation) -> Reply:
-        job, missing = self._job(op)
-        if job is None:
-            assert missing is not None
-            return missing
+        job = self._job(op)
 
         def events() -> Iterator[Any]:
             sent = 0  # each event carries only the log entries this stream has not sent yet
@@ -222,10 +228,7 @@ class Engine:
         return Reply(200, None, {REQUEST_ID_HEADER: job.request_id}, events=events())
 
     def _result(self, op: r.Operation) -> Reply:
-        job, missing = self._job(op)
-        if job is None:
-            assert missing is not None
-            return missing
+        job = self._job(op)
         headers = {REQUEST_ID_HEADER: job.request_id}
         with self.stores.lock:
             if not job.done:
@@ -237,10 +240,7 @@ class Engine:
         return Reply(job.result_status, job.result_body, headers)
 
     def _cancel(self, op: r.Operation) -> Reply:
-        job, missing = self._job(op)
-        if job is None:
-            assert missing is not None
-            return missing
+        job = self._job(op)
         with self.stores.lock:
             cancelled = job.cancel()
         if not cancelled:
@@ -250,10 +250,7 @@ class Engine:
 
     # -- synchronous runs ---------------------------------------------------------------
     def _run(self, op: r.Operation) -> Reply:
-        fixture, miss = self._claim(op, "run")
-        if fixture is None:
-            assert miss is not None
-            return miss
+        fixture = self._claim(op, "run")
         if fixture.latency > 0:
             time.sleep(fixture.latency)
         headers = {REQUEST_ID_HEADER: new_request_id()}
@@ -262,10 +259,7 @@ class Engine:
         return Reply(fixture.status, fixture.render(op.input), headers)
 
     def _stream(self, op: r.Operation) -> Reply:
-        fixture, miss = self._claim(op, "stream")
-        if fixture is None:
-            assert miss is not None
-            return miss
+        fixture = self._claim(op, "stream")
         if fixture.latency > 0:
             time.sleep(fixture.latency)
         headers = {REQUEST_ID_HEADER: str(uuid.uuid4())}

@@ -257,13 +257,7 @@ class Recorder:
         return tuple(sorted(found, key=len, reverse=True))
 
     def _target(self, op: routing.Operation, service: str) -> _Target:
-        host = DEFAULT_HOSTS[service]
-        target_url = op.headers.get(TARGET_URL_HEADER, "").strip()
-        target_host = op.headers.get(TARGET_HOST_HEADER, "").strip()
-        if target_url:
-            host = (urlsplit(target_url).hostname or host).lower()
-        elif target_host:
-            host = routing.normalize_host(target_host)
+        host = op.fal_host or DEFAULT_HOSTS[service]
         # the mock delivers webhooks itself (local lifecycle): fal must not call them too
         query = {k: v for k, v in op.query.items() if k != "fal_webhook"}
         return _Target(host, f"/{op.model}", urlencode(query))

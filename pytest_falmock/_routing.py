@@ -61,6 +61,8 @@ class Operation:
     input: Any = None
     file_id: Optional[str] = None
     file_name: Optional[str] = None
+    #: The fal host a routing header named (``queue.fal.run``, ...); None for path-routed requests.
+    fal_host: Optional[str] = None
 
 
 class RouteError(Exception):
@@ -122,7 +124,8 @@ def _service_for_host(host: str) -> str:
     )
 
 
-def _query(raw: str) -> dict[str, str]:
+def parse_query(raw: str) -> dict[str, str]:
+    """A raw query string as a dict; the first value of a repeated key wins."""
     if not raw:
         return {}
     out: dict[str, str] = {}
@@ -139,6 +142,7 @@ class _Request:
     headers: Headers
     query: Mapping[str, str]
     body: bytes
+    fal_host: Optional[str] = None
 
     def op(self, route: str, **kwargs: Any) -> Operation:
         return Operation(
@@ -149,6 +153,7 @@ class _Request:
             headers=self.headers,
             query=self.query,
             body=self.body,
+            fal_host=self.fal_host,
             **kwargs,
         )
 
@@ -172,19 +177,21 @@ def parse(
             hostname = None
         if not hostname:
             raise _detail(400, f"x-fal-target-url {target_url!r} is not an absolute URL")
-        service = _service_for_host(hostname.lower())
-        req = _Request(method, path, base_url, headers, _query(parts.query), body)
-        return _dispatch(service, _segments(parts.path), req)
+        host = hostname.lower()
+        req = _Request(method, path, base_url, headers, parse_query(parts.query), body, host)
+        return _dispatch(_service_for_host(host), _segments(parts.path), req)
 
     under_prefix = path == PROXY_PREFIX or path.startswith(PROXY_PREFIX + "/")
     if not under_prefix:
         raise _detail(404, f"Not a fal_mock route: {path} (every route starts with {PROXY_PREFIX}/)")
     fal_path = path[len(PROXY_PREFIX) :]
-    req = _Request(method, path, base_url, headers, _query(query_string), body)
+    req = _Request(method, path, base_url, headers, parse_query(query_string), body)
 
     target_host = headers.get(TARGET_HOST_HEADER, "").strip()
     if target_host:
-        return _dispatch(_service_for_host(normalize_host(target_host)), _segments(fal_path), req)
+        host = normalize_host(target_host)
+        req = _Request(method, path, base_url, headers, req.query, body, host)
+        return _dispatch(_service_for_host(host), _segments(fal_path), req)
 
     segments = _segments(fal_path)
     if len(segments) >= 2 and segments[0] == "queue" and segments[1] == "submit":

@@ -14,7 +14,6 @@ import threading
 import traceback
 from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[attr-defined]
 from typing import Any, Callable, Iterable, Iterator, Optional
-from urllib.parse import parse_qsl
 
 from pytest_httpserver.httpserver import HTTPServerBase, HTTPServerError
 from werkzeug.wrappers import Request, Response
@@ -68,13 +67,6 @@ def encode(body: Any) -> bytes:
 def _sse(events: Iterator[Any]) -> Iterator[bytes]:
     for event in events:
         yield b"data: " + encode(event) + b"\n\n"
-
-
-def _query_dict(raw: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in parse_qsl(raw, keep_blank_values=True):
-        out.setdefault(key, value)
-    return out
 
 
 class FalMockServer(HTTPServerBase):
@@ -226,7 +218,7 @@ class FalMockServer(HTTPServerBase):
         try:
             op = routing.parse(method, path, query, headers, body, self._base_url_for(headers))
         except routing.RouteError as error:
-            self.engine.record_rejected(method, path, _query_dict(query), headers, error, body)
+            self.engine.record_rejected(method, path, routing.parse_query(query), headers, error, body)
             reply = Reply(error.status, error.body)
             if error.allow:
                 reply.headers["Allow"] = error.allow

@@ -79,10 +79,7 @@ def fixture_paths(config: pytest.Config) -> list[Path]:
 
 def record_settings(config: pytest.Config) -> RecordSettings:
     """Resolve the record options; the credentials are read now, before any test patches them."""
-    base = config.invocation_params.dir
-    targets = [base / p for p in config.getoption("fal_fixtures")] or [
-        Path(p) for p in config.getini("fal_fixtures")
-    ]
+    targets = fixture_paths(config)  # the record target is the last one: CLI paths come after ini ones
     upstream = config.getoption("fal_upstream") or str(config.getini("fal_upstream") or "") or None
     existed: Optional[bool] = getattr(config, "workerinput", {}).get(TARGET_EXISTED)
     try:
