@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from ._client_patch import FalClientPatchError
+from ._errors import FalMockUsageError, FalMockWarning
 from ._fixture_files import FixtureFileError
+from ._journal import FalRequest, Upload, WebhookDelivery
 from ._mock import FalMock
-from ._options import FalMockUsageError, FalMockWarning
-from ._records import FalRequest, Upload, WebhookDelivery
 
 __version__ = "0.1.0"
 

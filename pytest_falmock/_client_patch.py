@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any, Callable, Optional
 
 from ._constants import DUMMY_FAL_KEY
+from ._urls import service_url, websocket_url
 
 CACHED = ("_auth", "_client", "_token_manager")
 REQUIRED = ("RUN_URL_FORMAT", "QUEUE_URL_FORMAT", "CDN_URL", "REALTIME_URL_FORMAT")
@@ -91,15 +92,15 @@ class FalClientPatch:
         return self._modules is not None
 
     def targets(self, client_module: ModuleType) -> dict[str, str]:
-        root = self.base_url + "/fal"
+        base = self.base_url
         targets = {
-            "RUN_URL_FORMAT": root + "/run/",
-            "QUEUE_URL_FORMAT": root + "/queue/",
-            "CDN_URL": root + "/cdn",
-            "REALTIME_URL_FORMAT": root.replace("http", "ws", 1) + "/run/",
+            "RUN_URL_FORMAT": service_url(base, "run") + "/",
+            "QUEUE_URL_FORMAT": service_url(base, "queue") + "/",
+            "CDN_URL": service_url(base, "cdn"),
+            "REALTIME_URL_FORMAT": websocket_url(base) + "/",
         }
         if hasattr(client_module, "REST_URL"):
-            targets["REST_URL"] = root + "/rest"
+            targets["REST_URL"] = service_url(base, "rest")
         elif _version() >= (0, 5, 9):
             raise FalClientPatchError(
                 "fal_client.client.REST_URL is missing from this fal_client version; pytest-falmock "
@@ -107,7 +108,7 @@ class FalClientPatch:
                 "Pin a supported fal-client or opt out with @pytest.mark.fal_mock(patch_client=False)."
             )
         if hasattr(client_module, "FAL_CDN_FALLBACK_URL"):
-            targets["FAL_CDN_FALLBACK_URL"] = root + "/cdn"
+            targets["FAL_CDN_FALLBACK_URL"] = service_url(base, "cdn")
         return targets
 
     def apply(self) -> bool:

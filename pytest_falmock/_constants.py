@@ -19,9 +19,6 @@ TARGET_HOST_HEADER: Final = "x-fal-target-host"
 #: The dummy key the plugin puts in ``FAL_KEY`` while a test runs.
 DUMMY_FAL_KEY: Final = "falmock-dummy-key"
 
-#: Prefix of every route served by the mock (what ``withProxy({targetUrl})`` points at).
-PROXY_PREFIX: Final = "/fal"
-
 #: Endpoint-id namespaces that take one extra path segment (``workflows/owner/app``).
 NAMESPACES: Final = frozenset({"workflows", "comfy"})
 

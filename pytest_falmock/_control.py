@@ -3,27 +3,35 @@
 | Method | Path | Answer |
 |---|---|---|
 | GET | ``/__falmock/health`` | 200 ``{"status": "ok"}`` |
-| POST | ``/__falmock/fixtures`` | 201 ``{"added": n}``: session fixtures from a body in the file format |
+| POST | ``/__falmock/fixtures`` | 201 ``{"added": n}``: session stubs from a fixture-file body |
 | POST | ``/__falmock/reset`` | 200 ``{"reset": true}``: jobs, journal and per-test state cleared |
 | GET | ``/__falmock/requests`` | 200, the journal as a JSON list |
 
-Plugged into the server's ``control`` hook by :class:`~pytest_falmock.FalMock`, so it is on
-wherever a mock runs (``fal-mock``, ``with FalMock()``, the pytest fixture).
+Routing turns these paths into ``control.*`` operations (method rules included); this module
+answers them through the small :class:`Controlled` protocol that
+:class:`~pytest_falmock.FalMock` implements, so it is on wherever a mock runs.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol, Sequence
 
 from ._fixture_files import FixtureFileError
-from ._records import FalRequest
+from ._journal import FalRequest
 from ._reply import Reply
+from ._routing import Operation, Route
 
-if TYPE_CHECKING:
-    from ._mock import FalMock
 
-ROUTES = {"health": "GET", "fixtures": "POST", "reset": "POST", "requests": "GET"}
+class Controlled(Protocol):
+    """What the control API needs of a mock."""
+
+    @property
+    def requests(self) -> Sequence[FalRequest]: ...
+
+    def reset(self) -> None: ...
+
+    def add_fixture_document(self, document: Any, source: str = ...) -> int: ...
 
 
 def request_record(request: FalRequest) -> dict[str, Any]:
@@ -42,34 +50,27 @@ def request_record(request: FalRequest) -> dict[str, Any]:
 
 
 class Control:
-    """Answers ``/__falmock/<name>``; ``reset_hooks`` run after every reset (e.g. CLI defaults)."""
+    """Answers the ``control.*`` routes for one mock."""
 
-    def __init__(self, mock: FalMock) -> None:
+    def __init__(self, mock: Controlled) -> None:
         self._mock = mock
-        self.reset_hooks: list[Callable[[], None]] = []
 
-    def handle(self, method: str, path: str, body: bytes) -> Reply:
-        name = path.strip("/")
-        allowed = ROUTES.get(name)
-        if allowed is None:
-            routes = ", ".join(f"{m} /__falmock/{n}" for n, m in ROUTES.items())
-            return Reply(404, {"detail": f"Unknown control route /__falmock/{name}; routes: {routes}"})
-        if method.upper() != allowed and not (method.upper() == "HEAD" and allowed == "GET"):
-            return Reply(
-                405,
-                {"detail": f"Method {method} is not allowed on /__falmock/{name}; use {allowed}"},
-                {"Allow": f"{allowed}, OPTIONS"},
-            )
-        handler: Callable[[bytes], Reply] = getattr(self, f"_{name}")
-        return handler(body)
+    @property
+    def handlers(self) -> dict[Route, Callable[[Operation], Reply]]:
+        return {
+            "control.health": self._health,
+            "control.fixtures": self._fixtures,
+            "control.reset": self._reset,
+            "control.requests": self._requests,
+        }
 
-    def _health(self, body: bytes) -> Reply:
+    def _health(self, op: Operation) -> Reply:
         return Reply(200, {"status": "ok"})
 
-    def _fixtures(self, body: bytes) -> Reply:
+    def _fixtures(self, op: Operation) -> Reply:
         source = "POST /__falmock/fixtures"
         try:
-            document = json.loads(body) if body.strip() else None
+            document = json.loads(op.body) if op.body.strip() else None
         except (ValueError, RecursionError) as exc:
             return Reply(400, {"detail": f"{source}: the body is not valid JSON: {exc}"})
         try:
@@ -78,11 +79,9 @@ class Control:
             return Reply(400, {"detail": str(exc)})
         return Reply(201, {"added": added})
 
-    def _reset(self, body: bytes) -> Reply:
+    def _reset(self, op: Operation) -> Reply:
         self._mock.reset()
-        for hook in self.reset_hooks:
-            hook()
         return Reply(200, {"reset": True})
 
-    def _requests(self, body: bytes) -> Reply:
+    def _requests(self, op: Operation) -> Reply:
         return Reply(200, [request_record(r) for r in self._mock.requests])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ._fixtures import summarize
-from ._records import FalRequest, UnmatchedRequest
+from ._journal import FalRequest, UnmatchedRequest
+from ._stubs import summarize
 
 HOW_TO_RELAX = (
     "If these requests are expected, register a fixture for them, or mark the test with "

@@ -1,7 +1,7 @@
-"""The engine: acts on an :class:`Operation` - matches fixtures, runs jobs, renders fal's shapes.
+"""The engine: acts on an :class:`Operation` - matches stubs, runs jobs, renders fal's shapes.
 
-It knows nothing of werkzeug or pytest. The tables in the README (queue lifecycle, polling
-realism) are implemented here, in the same order.
+It knows nothing of sockets or pytest. The tables of ``docs/wire.md`` (queue lifecycle,
+polling realism) are implemented here, in the same order.
 """
 
 from __future__ import annotations
@@ -10,36 +10,40 @@ import mimetypes
 import os
 import secrets
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Optional, Protocol, Union
 
-from . import _routing as r
 from ._constants import ERROR_TYPE_HEADER, REQUEST_ID_HEADER
-from ._fixtures import Fixture, Kind
+from ._headers import Headers
 from ._jobs import Job
-from ._records import FalRequest, UnmatchedRequest, Upload
+from ._journal import FalRequest, UnmatchedRequest, Upload
 from ._reply import Reply, detail
+from ._routing import Operation, Route, RouteError
+from ._settings import Settings
 from ._stores import Stores
+from ._stubs import Kind, Stub
+from ._urls import file_url, service_url
 
 #: Seconds a streamed status waits between polls while a job's latency runs.
 STREAM_POLL_INTERVAL = 0.05
 
 CompletionListener = Callable[[Job], None]
+Handler = Callable[[Operation], Reply]
 
 
 class Upstream(Protocol):
     """Where an unmatched request goes when recording (``_record.py``); the engine only asks.
 
-    ``forward`` answers with the fixture it recorded (already registered) or with the reply
-    the client gets instead (e.g. 502). With ``forward_all`` only per-test fixtures are tried
-    before the upstream.
+    ``forward`` answers with the stub it recorded (the engine registers it for the session,
+    replacing an earlier recording with the same ``recording_key``) or with the reply the
+    client gets instead (e.g. 502). With ``forward_all`` only per-test stubs are tried before
+    the upstream.
     """
 
     @property
     def forward_all(self) -> bool: ...
 
-    def forward(self, op: r.Operation, kind: Kind) -> Union[Fixture, Reply]: ...
+    def forward(self, op: Operation, kind: Kind) -> Union[Stub, Reply]: ...
 
 
 def new_request_id() -> str:
@@ -60,8 +64,8 @@ def _safe_name(name: str, content_type: str = "") -> str:
     return "upload" + extension
 
 
-class _Answer(Exception):
-    """Ends a request early with ``reply`` (unknown id, no matching fixture, upstream failure)."""
+class _EarlyReply(Exception):
+    """Ends a request early with ``reply`` (unknown id, no matching stub, upstream failure)."""
 
     def __init__(self, reply: Reply) -> None:
         super().__init__(reply.status)
@@ -69,34 +73,45 @@ class _Answer(Exception):
 
 
 class Engine:
-    def __init__(self, stores: Stores) -> None:
+    """Answers every fal route; ``settings`` returns the mock's settings of the moment."""
+
+    def __init__(
+        self, stores: Stores, settings: Callable[[], Settings], upstream: Optional[Upstream] = None
+    ) -> None:
         self.stores = stores
+        self.settings = settings
         #: Called (outside the lock) with every job that reaches COMPLETED.
         self.completion_listeners: list[CompletionListener] = []
-        #: Consulted for queue submits and runs no fixture serves (record mode); None = never.
-        self.upstream: Optional[Upstream] = None
-        self._handlers: dict[str, Callable[[r.Operation], Reply]] = {
-            r.QUEUE_SUBMIT: self._submit,
-            r.QUEUE_STATUS: self._status,
-            r.QUEUE_STATUS_STREAM: self._status_stream,
-            r.QUEUE_RESULT: self._result,
-            r.QUEUE_CANCEL: self._cancel,
-            r.RUN: self._run,
-            r.RUN_STREAM: self._stream,
-            r.STORAGE_TOKEN: self._storage_token,
-            r.STORAGE_INITIATE: self._storage_initiate,
-            r.REALTIME_TOKEN: self._realtime,
-            r.CDN_UPLOAD: self._cdn_upload,
-            r.FILES_PUT: self._file_put,
-            r.FILES_GET: self._file_get,
+        #: Consulted for queue submits and runs no stub serves (record mode); None = never.
+        self.upstream = upstream
+        self._handlers: dict[Route, Handler] = {
+            "queue.submit": self._submit,
+            "queue.status": self._status,
+            "queue.status_stream": self._status_stream,
+            "queue.result": self._result,
+            "queue.cancel": self._cancel,
+            "run": self._run,
+            "run.stream": self._stream,
+            "storage.token": self._storage_token,
+            "storage.initiate": self._storage_initiate,
+            "realtime.token": self._realtime,
+            "cdn.upload": self._cdn_upload,
+            "files.put": self._file_put,
+            "files.get": self._file_get,
         }
 
+    @property
+    def routes(self) -> frozenset[Route]:
+        """The routes :meth:`handle` answers."""
+        return frozenset(self._handlers)
+
     # -- entry points -------------------------------------------------------------------
-    def handle(self, op: r.Operation) -> Reply:
+    def handle(self, op: Operation) -> Reply:
+        """Answer ``op`` and journal it."""
         self.stores.begin_request()  # what a request started before a reset does is dropped
         try:
             reply = self._handlers[op.route](op)
-        except _Answer as early:
+        except _EarlyReply as early:
             reply = early.reply
         request_id = op.request_id or reply.headers.get(REQUEST_ID_HEADER)
         self.stores.record(
@@ -116,8 +131,9 @@ class Engine:
         return reply
 
     def record_rejected(
-        self, method: str, path: str, query: dict[str, str], headers: Any, error: r.RouteError, body: bytes
+        self, method: str, path: str, query: dict[str, str], headers: Headers, error: RouteError, body: bytes
     ) -> None:
+        """Journal a request routing refused (it is answered ``error.status``)."""
         self.stores.begin_request()
         self.stores.record(
             FalRequest(
@@ -135,44 +151,47 @@ class Engine:
         )
 
     # -- matching -----------------------------------------------------------------------
-    def _claim(self, op: r.Operation, kind: Kind) -> Fixture:
-        """The fixture serving ``op``; otherwise ends the request with the upstream's or a 404 answer."""
+    def _claim(self, op: Operation, kind: Kind) -> Stub:
+        """The stub serving ``op``; otherwise ends the request with the upstream's or a 404 answer."""
         assert op.model is not None
         upstream = self.upstream if kind != "stream" else None
         forward_all = upstream is not None and upstream.forward_all
-        fixture, reasons = self.stores.claim(kind, op.model, op.input, include_session=not forward_all)
-        if fixture is not None:
-            return fixture
+        stub, reasons = self.stores.claim(kind, op.model, op.input, include_session=not forward_all)
+        if stub is not None:
+            return stub
         if upstream is not None:
             outcome = upstream.forward(op, kind)
             if isinstance(outcome, Reply):
-                raise _Answer(outcome)
+                raise _EarlyReply(outcome)
+            self.stores.add_recorded(outcome)
             return outcome
         self.stores.record_unmatched(
             UnmatchedRequest(op.method, op.path, op.route, op.model, op.input, tuple(reasons))
         )
         message = f"fal_mock: no fixture matches model {op.model!r} ({kind} request)"
-        raise _Answer(Reply(404, {"detail": message, "error_type": "no_fixture_match", "model": op.model}))
+        raise _EarlyReply(
+            Reply(404, {"detail": message, "error_type": "no_fixture_match", "model": op.model})
+        )
 
     def _completed(self, job: Job) -> None:
         for listener in self.completion_listeners:
             listener(job)
 
     # -- queue --------------------------------------------------------------------------
-    def _submit(self, op: r.Operation) -> Reply:
-        fixture = self._claim(op, "queue")
+    def _submit(self, op: Operation) -> Reply:
+        stub = self._claim(op, "queue")
         assert op.model is not None
         request_id = new_request_id()
         job = Job(
             request_id=request_id,
             model=op.model,
             input=op.input,
-            config=self.stores.queue_config,
+            config=self.settings().queue,
             base_url=op.base_url,
-            result_status=fixture.status,
-            result_body=fixture.render(op.input),
-            error_type=fixture.error_type,
-            latency=fixture.latency,
+            result_status=stub.status,
+            result_body=stub.render(op.input),
+            error_type=stub.error_type,
+            latency=stub.latency,
             webhook_url=op.query.get("fal_webhook") or None,
         )
         self.stores.add_job(job)
@@ -189,12 +208,12 @@ class Engine:
         }
         return Reply(200, body, {REQUEST_ID_HEADER: request_id})
 
-    def _job(self, op: r.Operation) -> Job:
+    def _job(self, op: Operation) -> Job:
         """The job ``op`` names; an unknown id ends the request with 404."""
         assert op.request_id is not None
         job = self.stores.job(op.request_id)
         if job is None:
-            raise _Answer(detail(404, f"Request {op.request_id} not found"))
+            raise _EarlyReply(detail(404, f"Request {op.request_id} not found"))
         return job
 
     def _poll(self, job: Job) -> tuple[int, dict[str, Any]]:
@@ -205,12 +224,12 @@ class Engine:
             self._completed(job)
         return (200 if job.done else 202), body
 
-    def _status(self, op: r.Operation) -> Reply:
+    def _status(self, op: Operation) -> Reply:
         job = self._job(op)
         status, body = self._poll(job)
         return Reply(status, body, {REQUEST_ID_HEADER: job.request_id})
 
-    def _status_stream(self, op: r.Operation) -> Reply:
+    def _status_stream(self, op: Operation) -> Reply:
         job = self._job(op)
 
         def events() -> Iterator[Any]:
@@ -227,7 +246,7 @@ class Engine:
 
         return Reply(200, None, {REQUEST_ID_HEADER: job.request_id}, events=events())
 
-    def _result(self, op: r.Operation) -> Reply:
+    def _result(self, op: Operation) -> Reply:
         job = self._job(op)
         headers = {REQUEST_ID_HEADER: job.request_id}
         with self.stores.lock:
@@ -239,7 +258,7 @@ class Engine:
             headers[ERROR_TYPE_HEADER] = job.error_type
         return Reply(job.result_status, job.result_body, headers)
 
-    def _cancel(self, op: r.Operation) -> Reply:
+    def _cancel(self, op: Operation) -> Reply:
         job = self._job(op)
         with self.stores.lock:
             cancelled = job.cancel()
@@ -249,74 +268,76 @@ class Engine:
         return Reply(200, {"status": "CANCELLED"})
 
     # -- synchronous runs ---------------------------------------------------------------
-    def _run(self, op: r.Operation) -> Reply:
-        fixture = self._claim(op, "run")
-        if fixture.latency > 0:
-            time.sleep(fixture.latency)
-        headers = {REQUEST_ID_HEADER: new_request_id()}
-        if fixture.status >= 400 and fixture.error_type:
-            headers[ERROR_TYPE_HEADER] = fixture.error_type
-        return Reply(fixture.status, fixture.render(op.input), headers)
+    def _run(self, op: Operation) -> Reply:
+        stub = self._claim(op, "run")
+        if stub.latency > 0:
+            time.sleep(stub.latency)
+        return self._stub_reply(stub, op)
 
-    def _stream(self, op: r.Operation) -> Reply:
-        fixture = self._claim(op, "stream")
-        if fixture.latency > 0:
-            time.sleep(fixture.latency)
-        headers = {REQUEST_ID_HEADER: str(uuid.uuid4())}
-        if fixture.events is None:  # an on_error() fixture: the stream answers the error, like a run
-            if fixture.error_type:
-                headers[ERROR_TYPE_HEADER] = fixture.error_type
-            return Reply(fixture.status, fixture.render(op.input), headers)
-        return Reply(200, None, headers, events=iter(list(fixture.events)))
+    def _stream(self, op: Operation) -> Reply:
+        stub = self._claim(op, "stream")
+        if stub.latency > 0:
+            time.sleep(stub.latency)
+        if stub.events is None:  # an on_error() stub: the stream answers the error, like a run
+            return self._stub_reply(stub, op)
+        return Reply(200, None, {REQUEST_ID_HEADER: new_request_id()}, events=iter(list(stub.events)))
+
+    @staticmethod
+    def _stub_reply(stub: Stub, op: Operation) -> Reply:
+        headers = {REQUEST_ID_HEADER: new_request_id()}
+        if stub.status >= 400 and stub.error_type:
+            headers[ERROR_TYPE_HEADER] = stub.error_type
+        return Reply(stub.status, stub.render(op.input), headers)
 
     # -- storage ------------------------------------------------------------------------
-    def _file_url(self, op: r.Operation, name: str, content_type: str) -> tuple[tuple[str, str], str]:
-        file_id = uuid.uuid4().hex
+    @staticmethod
+    def _new_file(op: Operation, name: str, content_type: str) -> tuple[tuple[str, str], str]:
+        """A fresh file key ``(id, safe name)`` and its URL."""
+        file_id = secrets.token_hex(16)
         safe = _safe_name(name, content_type)
-        return (file_id, safe), f"{op.base_url}/fal/files/{file_id}/{safe}"
+        return (file_id, safe), file_url(op.base_url, file_id, safe)
 
-    def _storage_token(self, op: r.Operation) -> Reply:
+    def _storage_token(self, op: Operation) -> Reply:
         expires = datetime.now(timezone.utc) + timedelta(hours=1)
         return Reply(
             200,
             {
                 "token": secrets.token_hex(16),
                 "token_type": "Bearer",
-                "base_url": f"{op.base_url}/fal/cdn",
+                "base_url": service_url(op.base_url, "cdn"),
                 "expires_at": expires.isoformat(),
             },
         )
 
-    def _cdn_upload(self, op: r.Operation) -> Reply:
+    def _cdn_upload(self, op: Operation) -> Reply:
         name = op.headers.get("x-fal-file-name", "")
         content_type = op.headers.get("content-type", "application/octet-stream")
-        key, url = self._file_url(op, name, content_type)
+        key, url = self._new_file(op, name, content_type)
         self.stores.add_upload(key, Upload(url, key[1], content_type, op.body, via="cdn"))
         return Reply(200, {"access_url": url})
 
-    def _storage_initiate(self, op: r.Operation) -> Reply:
+    def _storage_initiate(self, op: Operation) -> Reply:
         spec = op.input if isinstance(op.input, dict) else {}
         name = spec.get("file_name") or spec.get("filename") or ""
-        _, url = self._file_url(op, str(name), str(spec.get("content_type") or ""))
+        _, url = self._new_file(op, str(name), str(spec.get("content_type") or ""))
         return Reply(200, {"upload_url": url, "file_url": url})
 
-    def _file_put(self, op: r.Operation) -> Reply:
+    def _file_put(self, op: Operation) -> Reply:
         assert op.file_id is not None
         assert op.file_name is not None
-        url = f"{op.base_url}/fal/files/{op.file_id}/{op.file_name}"
+        url = file_url(op.base_url, op.file_id, op.file_name)
         content_type = op.headers.get("content-type", "application/octet-stream")
         upload = Upload(url, op.file_name, content_type, op.body, via="storage")
         self.stores.add_upload((op.file_id, op.file_name), upload)
         return Reply(200, {"file_url": url})
 
-    def _file_get(self, op: r.Operation) -> Reply:
+    def _file_get(self, op: Operation) -> Reply:
         assert op.file_id is not None
         assert op.file_name is not None
-        with self.stores.lock:
-            upload = self.stores.uploads.get((op.file_id, op.file_name))
+        upload = self.stores.upload((op.file_id, op.file_name))
         if upload is None:
             return detail(404, f"No uploaded file at {op.path}")
         return Reply(200, raw=upload.data, content_type=upload.content_type)
 
-    def _realtime(self, op: r.Operation) -> Reply:
+    def _realtime(self, op: Operation) -> Reply:
         return detail(501, "realtime is not supported by fal_mock")

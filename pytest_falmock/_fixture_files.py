@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from ._fixtures import Fixture
 from ._payloads import constant
+from ._stubs import OptionError, Stub, make_stub
 
 MATCH_KEYS = {"model", "model_regex", "endpoint", "input", "route"}
 RESPONSE_KEYS = {"json", "status", "error_type"}
@@ -32,8 +32,8 @@ def fixture_files(path: Path) -> list[Path]:
     return [path]
 
 
-def load_path(path: Path) -> list[Fixture]:
-    fixtures: list[Fixture] = []
+def load_path(path: Path) -> list[Stub]:
+    fixtures: list[Stub] = []
     for file in fixture_files(path):
         fixtures.extend(load_file(file))
     return fixtures
@@ -54,11 +54,11 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def load_file(file: Path) -> list[Fixture]:
+def load_file(file: Path) -> list[Stub]:
     return parse_document(read_document(file), str(file))
 
 
-def parse_document(doc: Any, source: str) -> list[Fixture]:
+def parse_document(doc: Any, source: str) -> list[Stub]:
     """Validate a whole ``{"fixtures": [...]}`` document; ``source`` names it in errors."""
     if not isinstance(doc, dict) or not isinstance(doc.get("fixtures"), list):
         raise FixtureFileError(
@@ -81,7 +81,7 @@ def _object(value: Any, where: str, allowed: set[str]) -> Mapping[str, Any]:
     return value
 
 
-def parse_entry(entry: Any, where: str) -> Fixture:
+def parse_entry(entry: Any, where: str) -> Stub:
     entry = _object(entry, where, ENTRY_KEYS)
     match = _object(entry.get("match"), f"{where}.match", MATCH_KEYS)
     response = _object(entry.get("response"), f"{where}.response", RESPONSE_KEYS)
@@ -123,22 +123,18 @@ def parse_entry(entry: Any, where: str) -> Fixture:
     error_type = response.get("error_type")
     if error_type is not None and not isinstance(error_type, str):
         raise _fail(f"{where}.response.error_type", f"expected a string, got {error_type!r}")
-    times = entry.get("times")
-    if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
-        raise _fail(f"{where}.times", f"expected a positive integer, got {times!r}")
-    latency = entry.get("latency", 0)
-    if isinstance(latency, bool) or not isinstance(latency, (int, float)) or latency < 0:
-        raise _fail(f"{where}.latency", f"expected a non-negative number of seconds, got {latency!r}")
-
     shown = model if isinstance(model, str) else f"/{model.pattern}/"
-    return Fixture(
-        model=model,
-        render=constant(response["json"]),
-        label=f"{where} (model {shown})",
-        status=status,
-        route=route,
-        match_input=match_input,
-        times=times,
-        latency=float(latency),
-        error_type=error_type,
-    )
+    try:
+        return make_stub(
+            model,
+            constant(response["json"]),
+            f"{where} (model {shown})",
+            status=status,
+            only_kind=route,
+            match_input=match_input,
+            times=entry.get("times"),
+            latency=entry.get("latency", 0),
+            error_type=error_type,
+        )
+    except OptionError as exc:
+        raise _fail(f"{where}.{exc.name}", f"expected {exc.requirement}, got {exc.value!r}") from None

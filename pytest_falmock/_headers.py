@@ -56,11 +56,3 @@ class Headers(Mapping[str, str]):
         if SECRET_HEADERS.isdisjoint(self._items):
             return self  # immutable, so sharing is safe
         return Headers((k, REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in self.items())
-
-
-def as_headers(items: Mapping[str, str] | Iterable[Tuple[str, str]]) -> Headers:
-    if isinstance(items, Headers):
-        return items
-    if isinstance(items, Mapping):
-        return Headers(items.items())
-    return Headers(items)

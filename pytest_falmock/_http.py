@@ -5,8 +5,8 @@ logs a line for every request; for a mock answering thousands of tiny JSON reque
 most of the cost. This module reads requests straight off the socket into
 :class:`~._http_wire.HttpRequest` (the parsing and formatting live in :mod:`._http_wire`),
 hands them to a :class:`Responder` and writes each answer with one ``sendall``. It still
-is a werkzeug ``ThreadedWSGIServer`` (so ``HTTPServerBase`` can own it, and ``server.app``
-stays a working WSGI app), with these differences:
+is a werkzeug ``ThreadedWSGIServer`` (its socket, address family and thread-per-connection
+handling, so ``HTTPServerBase`` can own it), with these differences:
 
 - HTTP/1.1 persistent connections (and pipelining), ``TCP_NODELAY``, no per-request logging;
 - request bodies: ``Content-Length`` or chunked; a declared length over the limit is answered
@@ -25,7 +25,7 @@ import selectors
 import socket
 import threading
 import time
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Optional, Protocol
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler, get_sockaddr, select_address_family
 
@@ -337,6 +337,11 @@ class FastHandler(WSGIRequestHandler):
         pass
 
 
+def _no_wsgi(environ: Any, start_response: Any) -> Any:
+    """The WSGI app werkzeug's server class insists on; :class:`FastHandler` never calls it."""
+    raise RuntimeError("fal_mock answers through its own HTTP/1.1 handler, not WSGI")
+
+
 class FastServer(ThreadedWSGIServer):
     """werkzeug's threaded server class with :class:`FastHandler` and a prompt, clean stop."""
 
@@ -344,12 +349,7 @@ class FastServer(ThreadedWSGIServer):
     block_on_close = False
 
     def __init__(
-        self,
-        host: str,
-        port: int,
-        app: Callable[..., Any],
-        responder: Responder,
-        static_headers: list[tuple[str, str]],
+        self, host: str, port: int, responder: Responder, static_headers: list[tuple[str, str]]
     ) -> None:
         self.responder = responder
         self.static_headers = header_lines(static_headers)
@@ -361,7 +361,7 @@ class FastServer(ThreadedWSGIServer):
         self._wake: Optional[tuple[socket.socket, socket.socket]] = None
         listener = self._listen(host, port)  # OSError here, not werkzeug's print + sys.exit(1)
         try:
-            super().__init__(host, port, app, handler=FastHandler, fd=listener.fileno())
+            super().__init__(host, port, _no_wsgi, handler=FastHandler, fd=listener.fileno())
         finally:
             listener.close()  # werkzeug serves a duplicate of it
         self._wake_r, self._wake_w = self._wake = socket.socketpair()

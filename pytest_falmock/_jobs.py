@@ -10,25 +10,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from ._constants import (
-    CANCELLED_ERROR_TYPE,
-    CANCELLED_MESSAGE,
-    COMPLETED,
-    IN_PROGRESS,
-    IN_QUEUE,
-    NAMESPACES,
-)
-from ._options import QueueConfig
+from ._constants import CANCELLED_ERROR_TYPE, CANCELLED_MESSAGE, COMPLETED, IN_PROGRESS, IN_QUEUE
+from ._urls import job_url
 
 
-def app_path(model: str) -> str:
-    """``fal-ai/flux/dev`` -> ``fal-ai/flux``; ``workflows/o/a/x`` -> ``workflows/o/a``.
+@dataclass(frozen=True)
+class QueueConfig:
+    """How many status polls a job spends in each state.
 
-    The same owner/alias rule the real clients use when they build status URLs.
+    On the k-th status call a job is ``IN_QUEUE`` while ``k < in_progress``,
+    ``IN_PROGRESS`` while ``k < completed`` and ``COMPLETED`` from ``k >= completed``.
+    ``completed == 0`` means the job is complete at submit.
     """
-    parts = model.split("/")
-    keep = 3 if parts[0] in NAMESPACES else 2
-    return "/".join(parts[:keep])
+
+    in_progress: int = 0
+    completed: int = 0
 
 
 _stamp: tuple[int, str] = (0, "")
@@ -77,7 +73,7 @@ class Job:
 
     @property
     def url(self) -> str:
-        return f"{self.base_url}/fal/queue/{app_path(self.model)}/requests/{self.request_id}"
+        return job_url(self.base_url, self.model, self.request_id)
 
     @property
     def done(self) -> bool:

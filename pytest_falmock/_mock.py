@@ -1,34 +1,70 @@
-"""``FalMock``: the public face of the mock, used by the fixture and on its own."""
+"""``FalMock``: the public face of the mock, used by the fixture, the CLI and on its own."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
-import re
 import sys
 from http import HTTPStatus
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Type, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Sequence, Type, TypedDict, Union
 
-from . import _routing as routing
 from ._control import Control
 from ._diagnostics import calls_message, unmatched_message
-from ._engine import Engine
+from ._engine import Engine, Upstream
 from ._fixture_files import load_path, parse_document
-from ._fixtures import Fixture, InputMatcher, ModelSpec, Route, describe_model, model_spec
-from ._options import QueueConfig, queue_config
-from ._payloads import constant, image_renderer, video_renderer
-from ._records import FalRequest, UnmatchedRequest, Upload, WebhookDelivery
-from ._server import DEFAULT_MAX_BODY, FalMockServer
-from ._stores import DEFAULT_MAX_JOBS, Stores
+from ._jobs import QueueConfig
+from ._journal import FalRequest, UnmatchedRequest, Upload, WebhookDelivery
+from ._payloads import constant, image_renderer, json_ready, video_renderer
+from ._routing import Route
+from ._server import FalMockServer
+from ._settings import Settings, marker_overrides, queue_config
+from ._stores import Stores
+from ._stubs import (
+    InputMatcher,
+    ModelSpec,
+    OnlyKind,
+    OptionError,
+    Stub,
+    describe_model,
+    make_stub,
+    model_spec,
+)
+from ._urls import proxy_url
 from ._webhooks import WebhookSender
 
-COUNTED_ROUTES = (routing.QUEUE_SUBMIT, routing.RUN, routing.RUN_STREAM)
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+ModelArg = ModelSpec
+#: Requests ``assert_called`` counts: the ones that ask a model for something.
+COUNTED_ROUTES: frozenset[Route] = frozenset({"queue.submit", "run", "run.stream"})
+
+
+class _Matching(TypedDict, total=False):
+    match_input: InputMatcher
+    latency: float
+
+
+class StreamOptions(_Matching, total=False):
+    """Keywords of ``on_stream``."""
+
+    times: Optional[int]
+
+
+class ErrorOptions(_Matching, total=False):
+    """Keywords of ``on_error`` besides its positional ones."""
+
+    route: Optional[OnlyKind]
+
+
+class StubOptions(StreamOptions, ErrorOptions, total=False):
+    """Keywords of ``on_queue``, ``on_run``, ``on_image`` and ``on_video`` (see the README)."""
 
 
 def _caller() -> str:
-    """``file.py:line`` of the first frame outside this package (where a fixture was registered)."""
+    """``file.py:line`` of the first frame outside this package (where a stub was registered)."""
     frame: Optional[FrameType] = sys._getframe(1)
     package = os.path.dirname(__file__)
     while frame is not None and os.path.dirname(frame.f_code.co_filename) == package:
@@ -36,13 +72,6 @@ def _caller() -> str:
     if frame is None:
         return "?"
     return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
-
-
-def _json_ready(payload: Any, where: str) -> None:
-    try:
-        json.dumps(payload, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{where}: the payload must be JSON-serialisable: {exc}") from None
 
 
 class FalMock:
@@ -53,6 +82,10 @@ class FalMock:
         with FalMock() as mock:
             mock.on_queue("fal-ai/flux/dev", {"images": [{"url": "https://x/cat.png"}]})
             ...  # point a client at mock.url
+
+    ``settings`` are the session defaults (keywords given here override them);
+    :meth:`configure` changes them for one test and :meth:`reset` restores them. ``upstream``
+    answers what no stub serves (record mode, see ``_record.py``).
     """
 
     def __init__(
@@ -60,20 +93,32 @@ class FalMock:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        allow_remote_webhooks: bool = False,
-        max_jobs: int = DEFAULT_MAX_JOBS,
-        max_body: int = DEFAULT_MAX_BODY,
+        settings: Optional[Settings] = None,
+        upstream: Optional[Upstream] = None,
+        allow_remote_webhooks: Optional[bool] = None,
+        max_jobs: Optional[int] = None,
+        max_body: Optional[int] = None,
     ) -> None:
-        self._stores = Stores(max_jobs=max_jobs)
-        self._engine = Engine(self._stores)
-        self._server = FalMockServer(self._engine, host, port, max_body=max_body)
-        #: The control API under /__falmock/ (health, fixtures, reset, requests).
-        self._control = Control(self)
-        self._server.control = self._control
-        self._allow_remote_webhooks = allow_remote_webhooks
-        self._stores.allow_remote_webhooks = allow_remote_webhooks
-        self._webhooks = WebhookSender(self._stores)
+        given: dict[str, Any] = {
+            "allow_remote_webhooks": allow_remote_webhooks,
+            "max_jobs": max_jobs,
+            "max_body": max_body,
+        }
+        defaults = settings if settings is not None else Settings()
+        self._defaults = dataclasses.replace(defaults, **{k: v for k, v in given.items() if v is not None})
+        self._settings = self._defaults
+        self._stores = Stores(max_jobs=self._defaults.max_jobs)
+        self._engine = Engine(self._stores, self._current_settings, upstream)
+        self._webhooks = WebhookSender(self._stores, self._current_settings)
         self._engine.completion_listeners.append(self._webhooks.job_completed)
+        handlers = {route: self._engine.handle for route in self._engine.routes}
+        handlers.update(Control(self).handlers)
+        self._server = FalMockServer(
+            handlers, self._engine.record_rejected, host, port, max_body=self._defaults.max_body
+        )
+
+    def _current_settings(self) -> Settings:
+        return self._settings
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> FalMock:
@@ -110,7 +155,7 @@ class FalMock:
     @property
     def url(self) -> str:
         """The proxy base, ``http://127.0.0.1:<port>/fal`` (``withProxy({targetUrl})``)."""
-        return self.base_url + "/fal"
+        return proxy_url(self.base_url)
 
     @property
     def port(self) -> int:
@@ -120,158 +165,114 @@ class FalMock:
         state = self.url if self.is_running() else "stopped"
         return f"<FalMock {state}>"
 
+    # -- settings -----------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        """The settings in force now: the session defaults plus this test's overrides."""
+        return self._settings
+
+    def configure(self, **changes: Any) -> None:
+        """Override settings until the next :meth:`reset`: the ``@pytest.mark.fal_mock`` keywords
+        and ``queue=`` (a ``QueueConfig``)."""
+        queue = changes.pop("queue", None)
+        overrides = marker_overrides("fal_mock.configure()", (), changes)
+        if queue is not None:
+            if not isinstance(queue, QueueConfig):
+                raise TypeError(f"fal_mock.configure(): queue must be a QueueConfig, got {queue!r}")
+            overrides["queue"] = queue
+        self._settings = self._settings.override(**overrides)
+
+    def queue(self, **kwargs: Any) -> None:
+        """Set polling realism for jobs submitted from now on (same keywords as ``fal_queue``)."""
+        self.configure(queue=queue_config("fal_mock.queue()", (), **kwargs))
+
     def reset(self) -> None:
-        """Forget per-test fixtures, jobs, the journal, uploads and webhooks; keep file fixtures.
+        """Forget per-test stubs, jobs, the journal, uploads and webhooks; keep session stubs;
+        restore the session settings.
 
         Work still under way for the previous test (a slow request, a webhook delivery) records
         nothing once the reset is done.
         """
         self._stores.reset()
-        self._stores.allow_remote_webhooks = self._allow_remote_webhooks
+        self._settings = self._defaults
         self._server.internal_errors.clear()
 
     # -- registering responses ----------------------------------------------------------
-    def _add(
+    def _register(
         self,
         helper: str,
-        model: Union[str, re.Pattern[str]],
+        model: ModelArg,
         render: Callable[[Any], Any],
+        options: Mapping[str, Any],
         *,
         status: int = 200,
-        route: Optional[Route] = None,
-        match_input: InputMatcher = None,
-        times: Optional[int] = None,
-        latency: float = 0.0,
         error_type: Optional[str] = None,
-        events: Optional[Sequence[Any]] = None,
+        events: Optional[list[Any]] = None,
     ) -> None:
         where = f"fal_mock.{helper}()"
-        spec: ModelSpec = model_spec(model, where)
+        allowed = StubOptions.__optional_keys__ if events is None else StreamOptions.__optional_keys__
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise TypeError(f"{where} got an unexpected keyword argument {unknown[0]!r}")
+        spec = model_spec(model, where)
+        route = options.get("route")
         if route not in (None, "queue", "run"):
             raise ValueError(f"{where}: route must be 'queue', 'run' or None, got {route!r}")
-        if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
-            raise ValueError(f"{where}: times must be a positive integer, got {times!r}")
-        if isinstance(latency, bool) or not isinstance(latency, (int, float)) or latency < 0:
-            raise ValueError(f"{where}: latency must be a non-negative number of seconds, got {latency!r}")
+        match_input = options.get("match_input")
         if match_input is not None and not callable(match_input) and not isinstance(match_input, Mapping):
             raise TypeError(f"{where}: match_input must be a dict or a callable, got {match_input!r}")
+        times = options.get("times")
         extras = [f"route={route!r}"] if route else []
         if times is not None:
             extras.append(f"times={times}")
         label = f"{helper}({', '.join([describe_model(spec), *extras])}) at {_caller()}"
-        fixture = Fixture(
-            model=spec,
-            render=render,
-            label=label,
-            status=status,
-            route=route,
-            match_input=match_input,
-            times=times,
-            latency=float(latency),
-            error_type=error_type,
-            events=events,
-        )
-        self._stores.add_fixture(fixture)
+        try:
+            stub = make_stub(
+                spec,
+                render,
+                label,
+                status=status,
+                only_kind=route,
+                match_input=match_input,
+                times=times,
+                latency=options.get("latency", 0.0),
+                error_type=error_type,
+                events=events,
+            )
+        except OptionError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        self._stores.add_stub(stub)
 
-    def on_queue(
-        self,
-        model: Union[str, re.Pattern[str]],
-        payload: Any,
-        *,
-        route: Optional[Route] = None,
-        match_input: InputMatcher = None,
-        times: Optional[int] = None,
-        latency: float = 0.0,
-    ) -> None:
-        """Answer requests for ``model`` with ``payload``, the exact JSON body fal returns."""
-        _json_ready(payload, "fal_mock.on_queue()")
-        self._add(
-            "on_queue",
-            model,
-            constant(payload),
-            route=route,
-            match_input=match_input,
-            times=times,
-            latency=latency,
-        )
+    def on_queue(self, model: ModelArg, payload: Any, **options: Unpack[StubOptions]) -> None:
+        """Answer requests for ``model`` with ``payload``, the exact JSON body fal returns.
 
-    def on_run(
-        self,
-        model: Union[str, re.Pattern[str]],
-        payload: Any,
-        *,
-        route: Optional[Route] = None,
-        match_input: InputMatcher = None,
-        times: Optional[int] = None,
-        latency: float = 0.0,
-    ) -> None:
+        Keywords: ``route`` ("queue" or "run"), ``match_input`` (dict subset or callable),
+        ``times`` (serve N requests), ``latency`` (seconds).
+        """
+        self._register("on_queue", model, constant(json_ready(payload, "fal_mock.on_queue()")), options)
+
+    def on_run(self, model: ModelArg, payload: Any, **options: Unpack[StubOptions]) -> None:
         """Same as :meth:`on_queue`, named for synchronous runs."""
-        _json_ready(payload, "fal_mock.on_run()")
-        self._add(
-            "on_run",
-            model,
-            constant(payload),
-            route=route,
-            match_input=match_input,
-            times=times,
-            latency=latency,
-        )
+        self._register("on_run", model, constant(json_ready(payload, "fal_mock.on_run()")), options)
 
-    def on_image(
-        self,
-        model: Union[str, re.Pattern[str]],
-        payload: Mapping[str, Any],
-        *,
-        route: Optional[Route] = None,
-        match_input: InputMatcher = None,
-        times: Optional[int] = None,
-        latency: float = 0.0,
-    ) -> None:
+    def on_image(self, model: ModelArg, payload: Mapping[str, Any], **options: Unpack[StubOptions]) -> None:
         """An image response in fal's shape; missing fields get defaults (see README)."""
-        _json_ready(payload, "fal_mock.on_image()")
-        self._add(
-            "on_image",
-            model,
-            image_renderer(payload),
-            route=route,
-            match_input=match_input,
-            times=times,
-            latency=latency,
-        )
+        render = image_renderer(json_ready(payload, "fal_mock.on_image()"))
+        self._register("on_image", model, render, options)
 
-    def on_video(
-        self,
-        model: Union[str, re.Pattern[str]],
-        payload: Mapping[str, Any],
-        *,
-        route: Optional[Route] = None,
-        match_input: InputMatcher = None,
-        times: Optional[int] = None,
-        latency: float = 0.0,
-    ) -> None:
+    def on_video(self, model: ModelArg, payload: Mapping[str, Any], **options: Unpack[StubOptions]) -> None:
         """A video response in fal's shape; missing fields get defaults (see README)."""
-        _json_ready(payload, "fal_mock.on_video()")
-        self._add(
-            "on_video",
-            model,
-            video_renderer(payload),
-            route=route,
-            match_input=match_input,
-            times=times,
-            latency=latency,
-        )
+        render = video_renderer(json_ready(payload, "fal_mock.on_video()"))
+        self._register("on_video", model, render, options)
 
     def on_error(
         self,
-        model: Union[str, re.Pattern[str]],
+        model: ModelArg,
         status: int = 422,
         detail: Any = None,
         error_type: Optional[str] = None,
         times: Optional[int] = None,
-        *,
-        route: Optional[Route] = None,
-        match_input: InputMatcher = None,
-        latency: float = 0.0,
+        **options: Unpack[ErrorOptions],
     ) -> None:
         """Fail requests for ``model``: a queue job completes with an error, a run answers it.
 
@@ -287,57 +288,35 @@ class FalMock:
                 detail = [{"loc": ["body"], "msg": "Validation error (fal_mock)", "type": "value_error"}]
             else:
                 detail = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-        _json_ready(detail, "fal_mock.on_error()")
-        self._add(
+        body = {"detail": json_ready(detail, "fal_mock.on_error()")}
+        self._register(
             "on_error",
             model,
-            constant({"detail": detail}),
+            constant(body),
+            {**options, "times": times},
             status=status,
-            route=route,
-            match_input=match_input,
-            times=times,
-            latency=latency,
             error_type=error_type,
         )
 
-    def on_stream(
-        self,
-        model: Union[str, re.Pattern[str]],
-        events: Iterable[Any],
-        *,
-        match_input: InputMatcher = None,
-        times: Optional[int] = None,
-        latency: float = 0.0,
-    ) -> None:
+    def on_stream(self, model: ModelArg, events: Iterable[Any], **options: Unpack[StreamOptions]) -> None:
         """Serve ``POST .../{model}/stream`` as ``text/event-stream``, one ``data:`` event each."""
-        items = list(events)
-        _json_ready(items, "fal_mock.on_stream()")
-        self._add(
-            "on_stream",
-            model,
-            constant(items[-1] if items else None),
-            match_input=match_input,
-            times=times,
-            latency=latency,
-            events=items,
-        )
+        items = json_ready(list(events), "fal_mock.on_stream()")
+        self._register("on_stream", model, constant(items[-1] if items else None), options, events=items)
 
     def load_fixtures(self, path: Union[str, Path]) -> int:
         """Load a fixture file (or a directory of ``*.json``) for the whole session."""
-        fixtures = load_path(Path(path))
-        self._add_session_fixtures(fixtures)
-        return len(fixtures)
+        return self.add_session_stubs(load_path(Path(path)))
 
     def add_fixture_document(self, document: Any, source: str = "fixtures") -> int:
-        """Add session fixtures from an already-parsed ``{"fixtures": [...]}`` document."""
-        fixtures = parse_document(document, source)
-        self._add_session_fixtures(fixtures)
-        return len(fixtures)
+        """Add session stubs from an already-parsed ``{"fixtures": [...]}`` document."""
+        return self.add_session_stubs(parse_document(document, source))
 
-    # -- polling realism ----------------------------------------------------------------
-    def queue(self, **kwargs: Any) -> None:
-        """Set polling realism for jobs submitted from now on (same keywords as ``fal_queue``)."""
-        self._stores.queue_config = queue_config("fal_mock.queue()", (), **kwargs)
+    def add_session_stubs(self, stubs: Sequence[Stub]) -> int:
+        """Register already-parsed stubs for the whole session (documented-internal: the plugin
+        and the CLI parse fixture files up front, to report a bad file before serving)."""
+        for stub in stubs:
+            self._stores.add_stub(stub, session=True)
+        return len(stubs)
 
     # -- inspecting ---------------------------------------------------------------------
     @property
@@ -358,7 +337,7 @@ class FalMock:
     def unmatched(self) -> list[UnmatchedRequest]:
         return self._stores.snapshot(self._stores.unmatched)
 
-    def assert_called(self, model: Union[str, re.Pattern[str]], times: Optional[int] = None) -> None:
+    def assert_called(self, model: ModelArg, times: Optional[int] = None) -> None:
         """Assert submits, runs and streams for ``model`` were made (exactly ``times`` if given)."""
         __tracebackhide__ = True
         spec = model_spec(model, "fal_mock.assert_called()")
@@ -379,9 +358,10 @@ class FalMock:
         raise AssertionError(calls_message(shown, times, calls, others))
 
     def check(self) -> None:
-        """Raise ``AssertionError`` if a request matched no fixture or the server hit a bug."""
+        """Raise ``AssertionError`` if a request matched no stub (unless the settings allow it)
+        or the server hit a bug."""
         __tracebackhide__ = True
-        problems = self.problems(allow_unmatched=False)
+        problems = self.problems()
         if problems:
             raise AssertionError(problems)
 
@@ -389,8 +369,11 @@ class FalMock:
         """Webhooks refused because their URL is not loopback (recorded at once: no waiting)."""
         return [d for d in self._stores.snapshot(self._stores.webhooks) if d.outcome == "blocked"]
 
-    def problems(self, *, allow_unmatched: bool) -> str:
-        """The teardown report: unmatched requests (unless allowed) and internal errors."""
+    def problems(self, *, allow_unmatched: Optional[bool] = None) -> str:
+        """The teardown report: unmatched requests (unless allowed, by default per the
+        settings) and internal errors."""
+        if allow_unmatched is None:
+            allow_unmatched = self._settings.allow_unmatched
         parts = []
         unmatched = self.unmatched
         if unmatched and not allow_unmatched:
@@ -401,13 +384,3 @@ class FalMock:
                 "fal_mock: the mock server hit an internal error (please report it):\n" + "\n".join(errors)
             )
         return "\n\n".join(parts)
-
-    # -- plugin hooks (private) ---------------------------------------------------------
-    def _add_session_fixtures(self, fixtures: Iterable[Fixture]) -> None:
-        for fixture in fixtures:
-            self._stores.add_fixture(fixture, session=True)
-
-    def _configure(self, *, queue: Optional[QueueConfig], allow_remote_webhooks: bool) -> None:
-        if queue is not None:
-            self._stores.queue_config = queue
-        self._stores.allow_remote_webhooks = allow_remote_webhooks or self._allow_remote_webhooks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -15,6 +16,15 @@ VIDEO_TYPES = {
     "avi": "video/x-msvideo",
     "m4v": "video/x-m4v",
 }
+
+
+def json_ready(payload: Any, where: str) -> Any:
+    """``payload`` itself, once it is known to serialise as strict JSON (no NaN, no objects)."""
+    try:
+        json.dumps(payload, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{where}: the payload must be JSON-serialisable: {exc}") from None
+    return payload
 
 
 def _extension(url: str) -> str:

@@ -1,28 +1,25 @@
-"""Record & replay: forward what no fixture serves to fal.ai (or a stand-in), write it down.
+"""Record & replay: forward what no stub serves to fal.ai (or a stand-in), write it down.
 
-Sits on top of the engine (``Engine.upstream``); the core never imports it. A queue submit
-is walked upstream (submit, poll status, fetch result) inside the local submit; the final
-result becomes a normal fixture entry (``match.model`` + ``match.input``), appended to the
-target file and registered at once, and the client gets the normal local lifecycle.
+The engine's :class:`~pytest_falmock._engine.Upstream` while recording; the core never imports
+this module. A queue submit is walked upstream (submit, poll status, fetch result) inside the
+local submit; the final result becomes a normal fixture-file entry (``match.model`` +
+``match.input``), appended to the target file and handed back as a stub the engine registers,
+and the client gets the normal local lifecycle.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import time
 import urllib.error
 import urllib.request
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.client import HTTPException
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
-from urllib.parse import urlencode, urlsplit
+from typing import Any, Mapping, Optional, Union
+from urllib.parse import urlencode
 
 from filelock import Timeout
 
-from . import _routing as routing
 from ._constants import (
     COMPLETED,
     DUMMY_FAL_KEY,
@@ -33,101 +30,24 @@ from ._constants import (
     TARGET_HOST_HEADER,
     TARGET_URL_HEADER,
 )
+from ._engine import new_request_id
 from ._fixture_files import FixtureFileError, parse_entry
-from ._fixtures import Fixture, Kind
-from ._jobs import app_path
-from ._options import FalMockUsageError
-from ._record_file import Credentials, FixtureWriter, redact, redact_text, secret_parts
+from ._net import open_url
+from ._recording_file import FixtureWriter
 from ._reply import Reply
-from ._stores import Stores
+from ._routing import Operation
+from ._secrets import redact, redact_text, secret_parts
+from ._settings import RecordSettings
+from ._stubs import Kind, Stub
+from ._urls import app_path
 
-if TYPE_CHECKING:
-    from ._mock import FalMock
-
-RECORD_MODES = ("none", "once", "new", "all")
-#: Seconds one upstream HTTP request may take.
-REQUEST_TIMEOUT = 30.0
-#: Seconds a whole queue walk (submit, polls, result) may take.
-WALK_TIMEOUT = 15 * 60.0
 #: Status polls start this far apart and double up to ``MAX_POLL_INTERVAL``.
 FIRST_POLL_INTERVAL = 0.05
 MAX_POLL_INTERVAL = 1.0
-#: Upstream 4xx answers that say nothing about the request itself: never recorded (502).
 #: Headers the caller sent that go upstream as they are (plus every other ``x-fal-*``).
 FORWARDED = frozenset({"content-type", "accept", "user-agent"})
 NOT_FORWARDED = frozenset({TARGET_URL_HEADER, TARGET_HOST_HEADER, "authorization"})
 DEFAULT_HOSTS = {"queue": "queue.fal.run", "run": "fal.run"}
-
-
-# -- settings ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RecordSettings:
-    """How (and whether) this session records. ``active`` is False for ``none`` and for
-    ``once`` when the target file already existed at session start."""
-
-    mode: str
-    target: Optional[Path] = None
-    upstream: Optional[str] = None
-    credentials: Credentials = field(default_factory=Credentials)
-    target_existed: bool = False
-    request_timeout: float = REQUEST_TIMEOUT
-    walk_timeout: float = WALK_TIMEOUT
-
-    @property
-    def recording(self) -> bool:
-        """A record mode other than ``none`` was asked for."""
-        return self.mode != "none"
-
-    @property
-    def active(self) -> bool:
-        return self.recording and not (self.mode == "once" and self.target_existed)
-
-
-def check_upstream(url: str, where: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise FalMockUsageError(
-            f"{where}: expected an http(s) base URL such as http://127.0.0.1:8000, got {url!r}"
-        )
-    return url.rstrip("/")
-
-
-def resolve(
-    mode: str,
-    targets: Sequence[Path],
-    upstream: Optional[str],
-    *,
-    where: str,
-    fixtures_option: str,
-    credentials: Optional[Credentials] = None,
-    target_existed: Optional[bool] = None,
-) -> RecordSettings:
-    """Validate the record options; the target is the last fixture path given."""
-    if mode not in RECORD_MODES:
-        raise FalMockUsageError(
-            f"{where}: record mode must be one of {', '.join(RECORD_MODES)}, got {mode!r}"
-        )
-    url = check_upstream(upstream, where) if upstream else None
-    if mode == "none":
-        return RecordSettings("none", upstream=url)
-    if not targets:
-        raise FalMockUsageError(
-            f"{where}: record mode {mode!r} needs {fixtures_option} PATH, the JSON fixture file "
-            "recordings are written to (created if missing)"
-        )
-    target = targets[-1]
-    if target.is_dir():
-        raise FalMockUsageError(
-            f"{where}: the record target {target} is a directory; name a JSON file "
-            f"(e.g. {fixtures_option} {target / 'recorded.json'})"
-        )
-    return RecordSettings(
-        mode,
-        target,
-        url,
-        credentials if credentials is not None else Credentials.from_env(),
-        target.exists() if target_existed is None else target_existed,
-    )
 
 
 # -- talking to the upstream ------------------------------------------------------------------
@@ -136,7 +56,9 @@ class UpstreamError(Exception):
 
 
 @dataclass(frozen=True)
-class _Answer:
+class UpstreamAnswer:
+    """One HTTP answer of the upstream, its body parsed as JSON."""
+
     status: int
     headers: Mapping[str, str]
     body: Any
@@ -153,43 +75,26 @@ class _Target:
         return base + self.path + (f"?{self.query}" if self.query else "")
 
 
-def _is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-_DEFAULT = urllib.request.build_opener()
-
-
 def _snippet(raw: bytes, limit: int = 200) -> str:
     text = raw.decode("utf-8", "replace").strip().replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Recorder:
-    """The engine's :class:`~pytest_falmock._engine.Upstream` while recording."""
+    """Forwards unmatched requests per ``settings`` and writes what they got to the target file."""
 
-    def __init__(self, settings: RecordSettings, stores: Stores) -> None:
+    def __init__(self, settings: RecordSettings) -> None:
         if not settings.active or settings.target is None:
             raise ValueError("Recorder needs an active record mode and a target file")
         self.settings = settings
-        self.stores = stores
         self.writer = FixtureWriter(settings.target)
-        #: Fixtures recorded in this process, by their match (replaced in mode ``all``).
-        self._recorded: dict[str, Fixture] = {}
 
     @property
     def forward_all(self) -> bool:
         return self.settings.mode == "all"
 
     # -- Upstream protocol ------------------------------------------------------------------
-    def forward(self, op: routing.Operation, kind: Kind) -> Union[Fixture, Reply]:
+    def forward(self, op: Operation, kind: Kind) -> Union[Stub, Reply]:
         assert op.model is not None
         match: dict[str, Any] = {"endpoint": "fal", "model": op.model}
         if isinstance(op.input, dict):
@@ -200,7 +105,7 @@ class Recorder:
             if not self.forward_all:
                 known = self.writer.find(match)  # another xdist worker may have recorded it
                 if known is not None:
-                    return self._register(known, match)
+                    return self._stub(known, match)
             if kind == "queue":
                 status, body, error_type = self._walk(op)
             else:
@@ -211,7 +116,7 @@ class Recorder:
                 502,
                 {"detail": message, "error_type": "upstream_error", "model": op.model},
                 # fal_client retries a 502 it takes for an ingress error; this one is ours
-                {REQUEST_ID_HEADER: str(uuid.uuid4())},
+                {REQUEST_ID_HEADER: new_request_id()},
             )
         except FixtureFileError as exc:
             return Reply(500, {"detail": f"fal_mock cannot record: {exc}", "error_type": "record_error"})
@@ -232,23 +137,15 @@ class Recorder:
                     "error_type": "record_error",
                 },
             )
-        return self._register(entry, match)
+        return self._stub(entry, match)
 
-    def _register(self, entry: Mapping[str, Any], match: Mapping[str, Any]) -> Fixture:
-        fixture = parse_entry(dict(entry), f"{self.settings.target} (recorded)")
-        key = json.dumps(match, sort_keys=True)
-        with self.stores.lock:
-            old = self._recorded.get(key)
-            sessions = self.stores.session_fixtures
-            if old is not None and old in sessions:
-                sessions[sessions.index(old)] = fixture
-            else:
-                sessions.append(fixture)
-            self._recorded[key] = fixture
-        return fixture
+    def _stub(self, entry: Mapping[str, Any], match: Mapping[str, Any]) -> Stub:
+        stub = parse_entry(dict(entry), f"{self.settings.target} (recorded)")
+        stub.recording_key = json.dumps(match, sort_keys=True)
+        return stub
 
     # -- requests -----------------------------------------------------------------------------
-    def _secrets(self, op: routing.Operation) -> tuple[str, ...]:
+    def _secrets(self, op: Operation) -> tuple[str, ...]:
         found = set(self.settings.credentials.secrets)
         auth = op.headers.get("authorization", "").strip()
         if auth:
@@ -256,13 +153,13 @@ class Recorder:
         found.discard(DUMMY_FAL_KEY)
         return tuple(sorted(found, key=len, reverse=True))
 
-    def _target(self, op: routing.Operation, service: str) -> _Target:
+    def _target(self, op: Operation, service: str) -> _Target:
         host = op.fal_host or DEFAULT_HOSTS[service]
         # the mock delivers webhooks itself (local lifecycle): fal must not call them too
         query = {k: v for k, v in op.query.items() if k != "fal_webhook"}
         return _Target(host, f"/{op.model}", urlencode(query))
 
-    def _headers(self, op: routing.Operation, host: str) -> dict[str, str]:
+    def _headers(self, op: Operation, host: str) -> dict[str, str]:
         headers: dict[str, str] = {"Accept": "application/json"}
         for name, value in op.headers.items():
             lower = name.lower()
@@ -278,13 +175,14 @@ class Recorder:
             headers[TARGET_HOST_HEADER] = host
         return headers
 
-    def _fetch(self, method: str, url: str, headers: Mapping[str, str], body: Optional[bytes]) -> _Answer:
+    def _fetch(
+        self, method: str, url: str, headers: Mapping[str, str], body: Optional[bytes]
+    ) -> UpstreamAnswer:
         request = urllib.request.Request(url, data=body, method=method, headers=dict(headers))
-        opener = _DIRECT if _is_loopback(url) else _DEFAULT
         where = f"{method} {url}"
         try:
             try:
-                with opener.open(request, timeout=self.settings.request_timeout) as response:
+                with open_url(request, self.settings.request_timeout) as response:
                     status, answer_headers, raw = response.status, response.headers, response.read()
             except urllib.error.HTTPError as exc:
                 status, answer_headers, raw = exc.code, exc.headers, exc.read()
@@ -302,9 +200,9 @@ class Recorder:
                 f"upstream {where} answered HTTP {status} with a non-JSON body "
                 f"({content_type}): {_snippet(raw)}"
             ) from None
-        return _Answer(status, {k.lower(): v for k, v in answer_headers.items()}, parsed)
+        return UpstreamAnswer(status, {k.lower(): v for k, v in answer_headers.items()}, parsed)
 
-    def _run(self, op: routing.Operation) -> tuple[int, Any, Optional[str]]:
+    def _run(self, op: Operation) -> tuple[int, Any, Optional[str]]:
         target = self._target(op, "run")
         headers = self._headers(op, target.host)
         body = op.body if op.body else None
@@ -312,7 +210,7 @@ class Recorder:
         error_type = answer.headers.get(ERROR_TYPE_HEADER) if answer.status >= 400 else None
         return answer.status, answer.body, error_type
 
-    def _walk(self, op: routing.Operation) -> tuple[int, Any, Optional[str]]:
+    def _walk(self, op: Operation) -> tuple[int, Any, Optional[str]]:
         assert op.model is not None
         target = self._target(op, "queue")
         headers = self._headers(op, target.host)
@@ -362,10 +260,6 @@ class Recorder:
         return result.status, result.body, error_type
 
 
-def attach(mock: FalMock, settings: RecordSettings) -> Optional[Recorder]:
-    """Make ``mock`` record per ``settings``; None (nothing attached) when not recording."""
-    if not settings.active:
-        return None
-    recorder = Recorder(settings, mock._stores)
-    mock._engine.upstream = recorder
-    return recorder
+def recorder_for(settings: RecordSettings) -> Optional[Recorder]:
+    """The upstream a mock needs to record per ``settings``; None when not recording."""
+    return Recorder(settings) if settings.active else None

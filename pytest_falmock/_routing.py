@@ -1,55 +1,63 @@
 """Routing: every accepted wire form of a request becomes one :class:`Operation`.
 
-Routing knows HTTP and URL shapes and nothing else: no fixtures, no jobs. Precedence:
+Routing knows HTTP and URL shapes and nothing else: no stubs, no jobs. Precedence:
 
-1. a non-empty ``x-fal-target-url`` header (the real ``@fal-ai/client`` proxy convention),
-2. a non-empty ``x-fal-target-host`` header on ``/fal/...`` (the aimock convention),
-3. legacy paths ``/fal/queue/submit/{model}``, ``/fal/queue/requests/{id}[...]``, ``/fal/run/{model}``,
-4. service-prefixed paths ``/fal/{queue|run|rest|cdn|files}/...``.
+1. the control API, ``/__falmock/<name>``;
+2. a non-empty ``x-fal-target-url`` header (the real ``@fal-ai/client`` proxy convention);
+3. a non-empty ``x-fal-target-host`` header on ``/fal/...`` (the aimock convention);
+4. legacy paths ``/fal/queue/submit/{model}``, ``/fal/queue/requests/{id}[...]``, ``/fal/run/{model}``;
+5. service-prefixed paths ``/fal/{queue|run|rest|cdn|files}/...``.
+
+Every route is one of :data:`ROUTES`; the method rules (405 with ``Allow``, ``HEAD`` wherever
+``GET`` is allowed) are applied here, once, for fal routes and control routes alike.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional, get_args
 from urllib.parse import parse_qsl, urlsplit
 
-from ._constants import (
-    CDN_HOSTS,
-    PROXY_PREFIX,
-    QUEUE_HOSTS,
-    REST_HOSTS,
-    RUN_HOSTS,
-    TARGET_HOST_HEADER,
-    TARGET_URL_HEADER,
-)
+from ._constants import CDN_HOSTS, QUEUE_HOSTS, REST_HOSTS, RUN_HOSTS, TARGET_HOST_HEADER, TARGET_URL_HEADER
 from ._headers import Headers
+from ._urls import CONTROL_PREFIX, PREFIX, SERVICES, Service
 
-# Journal route names.
-QUEUE_SUBMIT = "queue.submit"
-QUEUE_STATUS = "queue.status"
-QUEUE_STATUS_STREAM = "queue.status_stream"
-QUEUE_RESULT = "queue.result"
-QUEUE_CANCEL = "queue.cancel"
-RUN = "run"
-RUN_STREAM = "run.stream"
-STORAGE_TOKEN = "storage.token"
-STORAGE_INITIATE = "storage.initiate"
-REALTIME_TOKEN = "realtime.token"
-CDN_UPLOAD = "cdn.upload"
-FILES_PUT = "files.put"
-FILES_GET = "files.get"
-
-#: Routes whose body is a JSON model input.
-INPUT_ROUTES = frozenset({QUEUE_SUBMIT, RUN, RUN_STREAM})
+#: Every route a request can be routed to (the journal's ``route`` values, plus the control API).
+Route = Literal[
+    "queue.submit",
+    "queue.status",
+    "queue.status_stream",
+    "queue.result",
+    "queue.cancel",
+    "run",
+    "run.stream",
+    "storage.token",
+    "storage.initiate",
+    "realtime.token",
+    "cdn.upload",
+    "files.put",
+    "files.get",
+    "control.health",
+    "control.fixtures",
+    "control.reset",
+    "control.requests",
+]
+ROUTES: tuple[Route, ...] = get_args(Route)
+#: Control routes by name (``/__falmock/<name>``) with the one method each accepts.
+CONTROL_ROUTES: dict[str, tuple[str, Route]] = {
+    "health": ("GET", "control.health"),
+    "fixtures": ("POST", "control.fixtures"),
+    "reset": ("POST", "control.reset"),
+    "requests": ("GET", "control.requests"),
+}
 
 
 @dataclass(frozen=True)
 class Operation:
     """One parsed request, whatever wire form it arrived in."""
 
-    route: str
+    route: Route
     method: str
     path: str
     base_url: str
@@ -74,8 +82,9 @@ class RouteError(Exception):
         body: Any,
         *,
         allow: Optional[str] = None,
-        route: Optional[str] = None,
+        route: Optional[Route] = None,
         model: Optional[str] = None,
+        control: bool = False,
     ) -> None:
         super().__init__(f"{status} {body!r}")
         self.status = status
@@ -83,19 +92,12 @@ class RouteError(Exception):
         self.allow = allow
         self.route = route
         self.model = model
+        #: A control-API request: answered, never journaled.
+        self.control = control
 
 
 def _detail(status: int, message: str, **kwargs: Any) -> RouteError:
     return RouteError(status, {"detail": message}, **kwargs)
-
-
-def invalid_json(message: str, route: str, model: Optional[str]) -> RouteError:
-    return RouteError(
-        400,
-        {"error": {"code": "invalid_json", "type": "invalid_request_error", "message": message}},
-        route=route,
-        model=model,
-    )
 
 
 def normalize_host(value: str) -> str:
@@ -109,7 +111,7 @@ def normalize_host(value: str) -> str:
     return host.rsplit(":", 1)[0] if ":" in host else host
 
 
-def _service_for_host(host: str) -> str:
+def _service_for_host(host: str) -> Service:
     if host in QUEUE_HOSTS:
         return "queue"
     if host in RUN_HOSTS:
@@ -144,7 +146,7 @@ class _Request:
     body: bytes
     fal_host: Optional[str] = None
 
-    def op(self, route: str, **kwargs: Any) -> Operation:
+    def op(self, route: Route, **kwargs: Any) -> Operation:
         return Operation(
             route=route,
             method=self.method,
@@ -157,6 +159,21 @@ class _Request:
             **kwargs,
         )
 
+    def check_method(
+        self, allowed: str, route: Route, model: Optional[str] = None, *, control: bool = False
+    ) -> None:
+        """405 with ``Allow`` unless the method is one of ``allowed`` (``HEAD`` counts as ``GET``)."""
+        methods = allowed.split(", ")
+        if self.method not in methods and not (self.method == "HEAD" and "GET" in methods):
+            raise _detail(
+                405,
+                f"Method {self.method} is not allowed on {self.path} ({route}); use {allowed}",
+                allow=f"{allowed}, OPTIONS",
+                route=None if control else route,
+                model=model,
+                control=control,
+            )
+
 
 def parse(
     method: str,
@@ -168,6 +185,8 @@ def parse(
 ) -> Operation:
     """Turn one HTTP request into an :class:`Operation`, or raise :class:`RouteError`."""
     method = method.upper()
+    if path.startswith(CONTROL_PREFIX):
+        return _control(path, _Request(method, path, base_url, headers, {}, body))
     target_url = headers.get(TARGET_URL_HEADER, "").strip()
     if target_url:
         try:
@@ -181,28 +200,28 @@ def parse(
         req = _Request(method, path, base_url, headers, parse_query(parts.query), body, host)
         return _dispatch(_service_for_host(host), _segments(parts.path), req)
 
-    under_prefix = path == PROXY_PREFIX or path.startswith(PROXY_PREFIX + "/")
+    under_prefix = path == PREFIX or path.startswith(PREFIX + "/")
     if not under_prefix:
-        raise _detail(404, f"Not a fal_mock route: {path} (every route starts with {PROXY_PREFIX}/)")
-    fal_path = path[len(PROXY_PREFIX) :]
-    req = _Request(method, path, base_url, headers, parse_query(query_string), body)
+        raise _detail(404, f"Not a fal_mock route: {path} (every route starts with {PREFIX}/)")
+    fal_path = path[len(PREFIX) :]
+    query = parse_query(query_string)
 
     target_host = headers.get(TARGET_HOST_HEADER, "").strip()
     if target_host:
         host = normalize_host(target_host)
-        req = _Request(method, path, base_url, headers, req.query, body, host)
+        req = _Request(method, path, base_url, headers, query, body, host)
         return _dispatch(_service_for_host(host), _segments(fal_path), req)
 
+    req = _Request(method, path, base_url, headers, query, body)
     segments = _segments(fal_path)
     if len(segments) >= 2 and segments[0] == "queue" and segments[1] == "submit":
         return _submit(segments[2:], req)
-    if segments and segments[0] in ("queue", "run", "rest", "cdn", "files"):
+    if segments and segments[0] in SERVICES:
         return _dispatch(segments[0], segments[1:], req)
+    services = ", ".join(f"{PREFIX}/{service}/..." for service in SERVICES)
     raise _detail(
         404,
-        f"No fal route at {path}: send an x-fal-target-url or x-fal-target-host header, "
-        f"or use {PROXY_PREFIX}/queue/..., {PROXY_PREFIX}/run/..., {PROXY_PREFIX}/rest/..., "
-        f"{PROXY_PREFIX}/cdn/... or {PROXY_PREFIX}/files/...",
+        f"No fal route at {path}: send an x-fal-target-url or x-fal-target-host header, or use {services}",
     )
 
 
@@ -210,7 +229,18 @@ def _segments(path: str) -> list[str]:
     return [s for s in path.split("/") if s]
 
 
-def _dispatch(service: str, segments: list[str], req: _Request) -> Operation:
+def _control(path: str, req: _Request) -> Operation:
+    name = path[len(CONTROL_PREFIX) :].strip("/")
+    known = CONTROL_ROUTES.get(name)
+    if known is None:
+        routes = ", ".join(f"{method} {CONTROL_PREFIX}{n}" for n, (method, _) in CONTROL_ROUTES.items())
+        raise _detail(404, f"Unknown control route {CONTROL_PREFIX}{name}; routes: {routes}", control=True)
+    method, route = known
+    req.check_method(method, route, control=True)
+    return req.op(route)
+
+
+def _dispatch(service: Service, segments: list[str], req: _Request) -> Operation:
     if service == "queue":
         return _queue(segments, req)
     if service == "run":
@@ -222,26 +252,25 @@ def _dispatch(service: str, segments: list[str], req: _Request) -> Operation:
     return _files(segments, req)
 
 
-def _method(req: _Request, allowed: str, route: str, model: Optional[str] = None) -> None:
-    methods = allowed.split(", ")
-    if req.method not in methods and not (req.method == "HEAD" and "GET" in methods):
-        raise _detail(
-            405,
-            f"Method {req.method} is not allowed on {req.path} ({route}); use {allowed}",
-            allow=f"{allowed}, OPTIONS",
-            route=route,
-            model=model,
-        )
-
-
-def parse_input(body: bytes, route: str, model: Optional[str]) -> Any:
+def parse_input(body: bytes, route: Route, model: Optional[str]) -> Any:
     """An empty body is ``None``; anything else must be JSON."""
     if not body.strip():
         return None
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as exc:
-        raise invalid_json(f"Malformed JSON in request body: {exc}", route, model) from None
+        raise RouteError(
+            400,
+            {
+                "error": {
+                    "code": "invalid_json",
+                    "type": "invalid_request_error",
+                    "message": f"Malformed JSON in request body: {exc}",
+                }
+            },
+            route=route,
+            model=model,
+        ) from None
 
 
 def _queue(segments: list[str], req: _Request) -> Operation:
@@ -251,18 +280,19 @@ def _queue(segments: list[str], req: _Request) -> Operation:
         tail = segments[i + 1 :]
         prefix = "/".join(segments[:i]) or None
         rid = tail[0]
+        route: Optional[Route] = None
+        method = "GET"
         if len(tail) == 1:
-            _method(req, "GET", QUEUE_RESULT, prefix)
-            return req.op(QUEUE_RESULT, model=prefix, request_id=rid)
-        if tail[1:] == ["status"]:
-            _method(req, "GET", QUEUE_STATUS, prefix)
-            return req.op(QUEUE_STATUS, model=prefix, request_id=rid)
-        if tail[1:] == ["status", "stream"]:
-            _method(req, "GET", QUEUE_STATUS_STREAM, prefix)
-            return req.op(QUEUE_STATUS_STREAM, model=prefix, request_id=rid)
-        if tail[1:] == ["cancel"]:
-            _method(req, "PUT", QUEUE_CANCEL, prefix)
-            return req.op(QUEUE_CANCEL, model=prefix, request_id=rid)
+            route = "queue.result"
+        elif tail[1:] == ["status"]:
+            route = "queue.status"
+        elif tail[1:] == ["status", "stream"]:
+            route = "queue.status_stream"
+        elif tail[1:] == ["cancel"]:
+            route, method = "queue.cancel", "PUT"
+        if route is not None:
+            req.check_method(method, route, prefix)
+            return req.op(route, model=prefix, request_id=rid)
     return _submit(segments, req)
 
 
@@ -270,8 +300,8 @@ def _submit(segments: list[str], req: _Request) -> Operation:
     if not segments:
         raise _detail(404, f"No model id in {req.path}: submit to .../{{owner}}/{{model}}")
     model = "/".join(segments)
-    _method(req, "POST", QUEUE_SUBMIT, model)
-    return req.op(QUEUE_SUBMIT, model=model, input=parse_input(req.body, QUEUE_SUBMIT, model))
+    req.check_method("POST", "queue.submit", model)
+    return req.op("queue.submit", model=model, input=parse_input(req.body, "queue.submit", model))
 
 
 def _run(segments: list[str], req: _Request) -> Operation:
@@ -279,34 +309,34 @@ def _run(segments: list[str], req: _Request) -> Operation:
         raise _detail(404, f"No model id in {req.path}: run .../{{owner}}/{{model}}")
     if len(segments) > 1 and segments[-1] == "stream":
         model = "/".join(segments[:-1])
-        _method(req, "POST", RUN_STREAM, model)
-        return req.op(RUN_STREAM, model=model, input=parse_input(req.body, RUN_STREAM, model))
+        req.check_method("POST", "run.stream", model)
+        return req.op("run.stream", model=model, input=parse_input(req.body, "run.stream", model))
     model = "/".join(segments)
     if req.method in ("GET", "HEAD") and not req.body:
-        return req.op(RUN, model=model, input=dict(req.query) or None)
-    return req.op(RUN, model=model, input=parse_input(req.body, RUN, model))
+        return req.op("run", model=model, input=dict(req.query) or None)
+    return req.op("run", model=model, input=parse_input(req.body, "run", model))
 
 
 def _rest(segments: list[str], req: _Request) -> Operation:
     path = "/".join(segments)
     if path == "storage/auth/token":
-        _method(req, "POST", STORAGE_TOKEN)
-        return req.op(STORAGE_TOKEN)
+        req.check_method("POST", "storage.token")
+        return req.op("storage.token")
     if path == "storage/upload/initiate":
-        _method(req, "POST", STORAGE_INITIATE)
-        return req.op(STORAGE_INITIATE, input=parse_input(req.body, STORAGE_INITIATE, None))
+        req.check_method("POST", "storage.initiate")
+        return req.op("storage.initiate", input=parse_input(req.body, "storage.initiate", None))
     if path in ("storage/upload/initiate-multipart", "storage/upload/complete-multipart"):
         raise _detail(501, "multipart uploads are not supported by fal_mock")
     if path == "tokens":
-        return req.op(REALTIME_TOKEN)
+        return req.op("realtime.token")
     raise _detail(404, f"Unknown fal REST route: /{path}")
 
 
 def _cdn(segments: list[str], req: _Request) -> Operation:
     path = "/".join(segments)
     if path == "files/upload":
-        _method(req, "POST", CDN_UPLOAD)
-        return req.op(CDN_UPLOAD)
+        req.check_method("POST", "cdn.upload")
+        return req.op("cdn.upload")
     if path.startswith("files/upload/multipart"):
         raise _detail(501, "multipart uploads are not supported by fal_mock")
     raise _detail(404, f"Unknown fal CDN route: /{path}")
@@ -315,6 +345,6 @@ def _cdn(segments: list[str], req: _Request) -> Operation:
 def _files(segments: list[str], req: _Request) -> Operation:
     if len(segments) != 2 or any(s in (".", "..") or "\\" in s or "\x00" in s for s in segments):
         raise _detail(404, f"No uploaded file at {req.path}")
-    _method(req, "GET, PUT", FILES_GET)
-    route = FILES_PUT if req.method == "PUT" else FILES_GET
+    req.check_method("GET, PUT", "files.get")
+    route: Route = "files.put" if req.method == "PUT" else "files.get"
     return req.op(route, file_id=segments[0], file_name=segments[1])

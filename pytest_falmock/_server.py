@@ -1,9 +1,18 @@
-"""The HTTP layer: a thin ``pytest_httpserver.HTTPServerBase`` that routes, then asks the engine.
+"""The server: sockets in, :class:`Reply` values out, through exactly one request path.
 
-Requests are served by the lean HTTP/1.1 server in :mod:`._http` (keep-alive, one thread per
-connection, no WSGI on the hot path). :meth:`FalMockServer.application` and
-:meth:`FalMockServer.dispatch` remain a complete werkzeug/WSGI entry point to the same logic
-(``server.server.app`` is a WSGI app), so both paths answer identically.
+:class:`FalMockServer` stands on the two packages this project is built on:
+
+- **pytest-httpserver**'s ``HTTPServerBase`` gives it the server object's shape - ``host``,
+  ``port``, ``url_for``, ``is_running``, ``start``/``stop`` and the context manager - as
+  pytest users know it;
+- **werkzeug**'s ``ThreadedWSGIServer`` (under :class:`._http.FastServer`) owns the listening
+  socket, the address family and one thread per connection.
+
+Every request is read off the socket by the lean HTTP/1.1 handler in :mod:`._http` and answered
+by :meth:`FalMockServer.respond`: routing parses it into an operation, one table of handlers
+(the engine's fal routes and the control API's routes) answers it, and :meth:`_render` turns the
+reply into bytes. ``dispatch``, the abstract WSGI entry point of ``HTTPServerBase``, delegates to
+the same :meth:`respond`.
 """
 
 from __future__ import annotations
@@ -13,21 +22,24 @@ import re
 import threading
 import traceback
 from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[attr-defined]
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from pytest_httpserver.httpserver import HTTPServerBase, HTTPServerError
 from werkzeug.wrappers import Request, Response
 
 from . import _routing as routing
 from ._constants import CDN_HOSTS, QUEUE_HOSTS, REST_HOSTS, RUN_HOSTS
-from ._engine import Engine
 from ._headers import Headers
 from ._http import FastServer
 from ._http_wire import HttpRequest, HttpResponse, header_lines
 from ._reply import JSON, Reply
+from ._routing import ROUTES, Operation, Route, RouteError
+from ._settings import DEFAULT_MAX_BODY
 
-DEFAULT_MAX_BODY = 128 * 1024 * 1024
-CONTROL_PREFIX = "/__falmock/"
+Handler = Callable[[Operation], Reply]
+#: Journals a request routing refused (:meth:`._engine.Engine.record_rejected`).
+RejectedListener = Callable[[str, str, "dict[str, str]", Headers, RouteError, bytes], None]
+
 CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": "*",
@@ -70,17 +82,26 @@ def _sse(events: Iterator[Any]) -> Iterator[bytes]:
 
 
 class FalMockServer(HTTPServerBase):
-    """Serves the fal routes; every answer comes from :class:`Engine`."""
+    """Serves every route of :data:`._routing.ROUTES` from ``handlers``."""
 
     def __init__(
-        self, engine: Engine, host: str = "127.0.0.1", port: int = 0, *, max_body: int = DEFAULT_MAX_BODY
+        self,
+        handlers: Mapping[Route, Handler],
+        rejected: RejectedListener,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
+        missing = [route for route in ROUTES if route not in handlers]
+        if missing:
+            raise ValueError(f"no handler for the routes {', '.join(missing)}")
         super().__init__(host, port, threaded=True)
-        self.engine = engine
+        self.handlers = dict(handlers)
+        self.rejected = rejected
         self.max_body = max_body
         #: Unexpected exceptions raised while serving (reported at test teardown).
         self.internal_errors: list[str] = []
-        self.control: Optional[Any] = None
         self._http: Optional[FastServer] = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -88,20 +109,11 @@ class FalMockServer(HTTPServerBase):
         """Like the inherited ``start()``, with the lean server of :mod:`._http`."""
         if self.is_running():
             raise HTTPServerError("Server is already running")
-        app = Request.application(self.application)
-        server = FastServer(self.host, self.port, app, self, SERVER_HEADERS)
+        server = FastServer(self.host, self.port, self, SERVER_HEADERS)
         self.server = self._http = server
         self.port = server.port
         self.server_thread = threading.Thread(target=self.thread_target, daemon=True, name="fal_mock-server")
         self.server_thread.start()
-
-    def thread_target(self) -> None:
-        """Serve until stopped; a short poll interval makes ``stop()`` quick.
-
-        (:class:`._http.FastServer` is woken at once on stop and ignores the interval.)
-        """
-        assert self.server is not None
-        self.server.serve_forever(poll_interval=0.02)
 
     def stop(self) -> None:
         """Stop accepting, close every connection (idle keep-alive ones too), join all threads."""
@@ -126,18 +138,44 @@ class FalMockServer(HTTPServerBase):
         """Open client connections (0 when stopped)."""
         return self._http.connection_count if self._http is not None else 0
 
-    # -- the lean path (:class:`._http.Responder`) ------------------------------------------
+    # -- the request path (:class:`._http.Responder`) -----------------------------------------
     def respond(self, request: HttpRequest) -> HttpResponse:
         if request.method == "OPTIONS":
             return HttpResponse(204, _PREFLIGHT_HEAD)
         try:
-            reply = self.answer(request.method, request.path, request.query, request.headers, request.body)
-            return self._render(reply)
+            return self._render(self.answer(request))
         except Exception as exc:  # the server must answer whatever happens
             return self._render(self._internal_error(exc))
 
+    def answer(self, request: HttpRequest) -> Reply:
+        """Route one request and let its route's handler answer it."""
+        headers = request.headers
+        try:
+            op = routing.parse(
+                request.method,
+                request.path,
+                request.query,
+                headers,
+                request.body,
+                self._base_url_for(headers),
+            )
+        except RouteError as error:
+            if not error.control:
+                query = routing.parse_query(request.query)
+                self.rejected(request.method, request.path, query, headers, error, request.body)
+            reply = Reply(error.status, error.body)
+            if error.allow:
+                reply.headers["Allow"] = error.allow
+            return reply
+        return self.handlers[op.route](op)
+
     def too_large(self, length: Optional[int]) -> HttpResponse:
-        return self._render(self._too_large(length), close=True)
+        if length is None:
+            reply = Reply(413, {"detail": f"Request body exceeds the {self.max_body}-byte limit"})
+        else:
+            message = f"Request body of {length} bytes exceeds the {self.max_body}-byte limit"
+            reply = Reply(413, {"detail": message})
+        return self._render(reply, close=True)
 
     def protocol_error(self, status: int, message: str) -> HttpResponse:
         return self._render(Reply(status, {"detail": message}), close=True)
@@ -145,6 +183,19 @@ class FalMockServer(HTTPServerBase):
     def report(self, exc: BaseException) -> None:
         self.internal_errors.append("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
 
+    def dispatch(self, request: Request) -> Response:
+        """``HTTPServerBase``'s WSGI entry point, answered by :meth:`respond` (never used to serve)."""
+        query = request.query_string.decode("latin-1")
+        target = request.path + (f"?{query}" if query else "")
+        headers = Headers(request.headers.items())
+        answer = self.respond(
+            HttpRequest(request.method, target, request.path, query, "HTTP/1.1", headers, request.get_data())
+        )
+        fields = [line.split(": ", 1) for line in answer.head.split("\r\n") if line]
+        body = answer.body if answer.stream is None else b"".join(answer.stream)
+        return Response(body, status=answer.status, headers=[(name, value) for name, value in fields])
+
+    # -- rendering ----------------------------------------------------------------------------
     def _render(self, reply: Reply, close: bool = False) -> HttpResponse:
         extra = reply.headers
         if reply.events is None and reply.raw is None:
@@ -170,73 +221,12 @@ class FalMockServer(HTTPServerBase):
         merged.setdefault("content-type", ("Content-Type", content_type))
         return header_lines(merged.values())
 
-    # -- the WSGI path ------------------------------------------------------------------------
-    def application(self, request: Request) -> Response:
-        """WSGI entry point: no eager body read and no request log (unlike the inherited one)."""
-        return self.dispatch(request)
-
-    def dispatch(self, request: Request) -> Response:
-        if request.method == "OPTIONS":
-            return Response(status=204, headers=PREFLIGHT)
-        try:
-            length = request.content_length
-            if length is not None and length > self.max_body:
-                return self._response(self._too_large(length), close=True)
-            body = (
-                request.stream.read(self.max_body + 1)
-                if length or request.headers.get("Transfer-Encoding")
-                else b""
-            )
-            if len(body) > self.max_body:
-                return self._response(self._too_large(None), close=True)
-            headers = Headers(request.headers.items())
-            query = request.query_string.decode("latin-1")
-            return self._response(self.answer(request.method, request.path, query, headers, body))
-        except Exception as exc:
-            return self._response(self._internal_error(exc))
-
-    def _response(self, reply: Reply, close: bool = False) -> Response:
-        headers = {**CORS, **reply.headers}
-        if close:
-            headers["Connection"] = "close"
-        if reply.events is not None:
-            response = Response(
-                _sse(reply.events), status=reply.status, headers=headers, mimetype="text/event-stream"
-            )
-            response.headers["Cache-Control"] = "no-store"
-            return response
-        if reply.raw is not None:
-            return Response(reply.raw, status=reply.status, headers=headers, content_type=reply.content_type)
-        return Response(encode(reply.body), status=reply.status, headers=headers, content_type=JSON)
-
-    # -- shared -------------------------------------------------------------------------------
-    def answer(self, method: str, path: str, query: str, headers: Headers, body: bytes) -> Reply:
-        """Route one request and let the engine answer it (both paths end here)."""
-        if self.control is not None and path.startswith(CONTROL_PREFIX):
-            reply: Reply = self.control.handle(method, path[len(CONTROL_PREFIX) :], body)
-            return reply
-        try:
-            op = routing.parse(method, path, query, headers, body, self._base_url_for(headers))
-        except routing.RouteError as error:
-            self.engine.record_rejected(method, path, routing.parse_query(query), headers, error, body)
-            reply = Reply(error.status, error.body)
-            if error.allow:
-                reply.headers["Allow"] = error.allow
-            return reply
-        return self.engine.handle(op)
-
     def _base_url_for(self, headers: Headers) -> str:
         """Where URLs in answers point: the ``Host`` the client used, unless it names fal itself."""
         host = headers.get("Host", "")
         if not _HOST.match(host) or routing.normalize_host(host) in FAL_HOSTS:
             return self.base_url
         return f"http://{host}"
-
-    def _too_large(self, length: Optional[int]) -> Reply:
-        if length is None:
-            return Reply(413, {"detail": f"Request body exceeds the {self.max_body}-byte limit"})
-        message = f"Request body of {length} bytes exceeds the {self.max_body}-byte limit"
-        return Reply(413, {"detail": message})
 
     def _internal_error(self, exc: Exception) -> Reply:
         self.report(exc)

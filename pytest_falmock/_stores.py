@@ -1,4 +1,4 @@
-"""State behind one lock: fixtures, jobs, uploads, the journal. Reset is one call."""
+"""State behind one lock: stubs, jobs, uploads, the journal. Reset is one call. State only."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import threading
 from collections import OrderedDict, deque
 from typing import Any, Deque, Iterable, Optional
 
-from ._fixtures import Fixture, Kind
 from ._jobs import Job
-from ._options import QueueConfig
-from ._records import FalRequest, UnmatchedRequest, Upload, WebhookDelivery
+from ._journal import FalRequest, UnmatchedRequest, Upload, WebhookDelivery
+from ._settings import DEFAULT_MAX_JOBS
+from ._stubs import Kind, Stub
 
-DEFAULT_MAX_JOBS = 50_000
 DEFAULT_MAX_JOURNAL = 50_000
 
 
@@ -23,45 +22,51 @@ class Stores:
             raise ValueError(f"max_jobs must be at least 1, got {max_jobs}")
         self.lock = threading.RLock()
         self.max_jobs = max_jobs
-        #: Fixtures that live for the whole session (files, control API), in order.
-        self.session_fixtures: list[Fixture] = []
-        #: Per-test fixtures, oldest first (matched newest first).
-        self.test_fixtures: list[Fixture] = []
+        #: Stubs that live for the whole session (files, control API, recordings), in order.
+        self.session_stubs: list[Stub] = []
+        #: Per-test stubs, oldest first (matched newest first).
+        self.test_stubs: list[Stub] = []
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self.journal: Deque[FalRequest] = deque(maxlen=max_journal)
         self.unmatched: list[UnmatchedRequest] = []
         self.uploads: dict[tuple[str, str], Upload] = {}
         self.webhooks: list[WebhookDelivery] = []
-        self.queue_config = QueueConfig()
-        self.allow_remote_webhooks = False
         #: Bumped by every reset; a request that began before a reset records nothing after it.
         self.generation = 0
         self._request = threading.local()
 
-    # -- fixtures -----------------------------------------------------------------------
-    def add_fixture(self, fixture: Fixture, *, session: bool = False) -> None:
+    # -- stubs --------------------------------------------------------------------------
+    def add_stub(self, stub: Stub, *, session: bool = False) -> None:
         with self.lock:
-            (self.session_fixtures if session else self.test_fixtures).append(fixture)
+            (self.session_stubs if session else self.test_stubs).append(stub)
 
-    def candidates(self) -> list[Fixture]:
-        return [*reversed(self.test_fixtures), *self.session_fixtures]
+    def add_recorded(self, stub: Stub) -> None:
+        """Add a recorded session stub, replacing the one recorded earlier with the same key."""
+        with self.lock:
+            stubs = self.session_stubs
+            for i, old in enumerate(stubs):
+                if old.recording_key is not None and old.recording_key == stub.recording_key:
+                    stubs[i] = stub
+                    return
+            stubs.append(stub)
 
     def claim(
         self, kind: Kind, model: str, request_input: Any, *, include_session: bool = True
-    ) -> tuple[Optional[Fixture], list[tuple[str, str]]]:
-        """The first fixture that serves the request (its use counted), or every reason why none does.
+    ) -> tuple[Optional[Stub], list[tuple[str, str]]]:
+        """The first stub that serves the request (its use counted), or every reason why none does.
 
-        ``include_session=False`` tries per-test fixtures only (record mode ``all``).
+        Per-test stubs are tried newest first, then session stubs in order;
+        ``include_session=False`` tries per-test stubs only (record mode ``all``).
         """
         reasons: list[tuple[str, str]] = []
         with self.lock:
-            candidates = self.candidates() if include_session else list(reversed(self.test_fixtures))
-            for fixture in candidates:
-                reason = fixture.reject_reason(kind, model, request_input)
+            candidates = [*reversed(self.test_stubs), *(self.session_stubs if include_session else ())]
+            for stub in candidates:
+                reason = stub.reject_reason(kind, model, request_input)
                 if reason is None:
-                    fixture.used += 1
-                    return fixture, reasons
-                reasons.append((fixture.label, reason))
+                    stub.used += 1
+                    return stub, reasons
+                reasons.append((stub.label, reason))
         return None, reasons
 
     # -- request generations ------------------------------------------------------------
@@ -116,6 +121,10 @@ class Stores:
             if not self._stale():
                 self.uploads[key] = upload
 
+    def upload(self, key: tuple[str, str]) -> Optional[Upload]:
+        with self.lock:
+            return self.uploads.get(key)
+
     def add_webhook(self, delivery: WebhookDelivery, generation: Optional[int] = None) -> None:
         """Record a webhook outcome; ``generation`` is the one the job completed in."""
         with self.lock:
@@ -128,16 +137,14 @@ class Stores:
 
     # -- reset --------------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget everything a test did; session fixtures stay (their use counts restart)."""
+        """Forget everything a test did; session stubs stay (their use counts restart)."""
         with self.lock:
             self.generation += 1
-            self.test_fixtures.clear()
-            for fixture in self.session_fixtures:
-                fixture.used = 0
+            self.test_stubs.clear()
+            for stub in self.session_stubs:
+                stub.used = 0
             self.jobs.clear()
             self.journal.clear()
             self.unmatched.clear()
             self.uploads.clear()
             self.webhooks.clear()
-            self.queue_config = QueueConfig()
-            self.allow_remote_webhooks = False

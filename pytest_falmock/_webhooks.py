@@ -6,35 +6,25 @@ webhooks are allowed. Every attempt (or refusal) is recorded in ``fal_mock.webho
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from ._constants import CANCELLED_MESSAGE
 from ._jobs import Job
-from ._records import WebhookDelivery
+from ._journal import WebhookDelivery
+from ._net import is_loopback, open_url
+from ._settings import Settings
 from ._stores import Stores
 
 #: Socket timeout of one delivery (connect, then the answer).
 DELIVERY_TIMEOUT = 5.0
 #: How long reading ``fal_mock.webhooks`` (or a reset) waits for deliveries under way, in all.
 DRAIN_TIMEOUT = 2 * DELIVERY_TIMEOUT + 1.0
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def webhook_body(job: Job) -> dict[str, Any]:
@@ -56,8 +46,11 @@ def webhook_body(job: Job) -> dict[str, Any]:
 
 
 class WebhookSender:
-    def __init__(self, stores: Stores) -> None:
+    """Delivers the webhooks of completed jobs; ``settings`` returns the mock's settings of the moment."""
+
+    def __init__(self, stores: Stores, settings: Callable[[], Settings]) -> None:
         self._stores = stores
+        self._settings = settings
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
@@ -75,7 +68,7 @@ class WebhookSender:
                 )
             )
             return
-        if not self._stores.allow_remote_webhooks and not is_loopback(url):
+        if not self._settings().allow_remote_webhooks and not is_loopback(url):
             self._stores.add_webhook(
                 WebhookDelivery(
                     url,
@@ -106,7 +99,7 @@ class WebhookSender:
             headers={"Content-Type": "application/json", "User-Agent": "fal_mock-webhook"},
         )
         try:
-            with _OPENER.open(request, timeout=DELIVERY_TIMEOUT) as response:
+            with open_url(request, DELIVERY_TIMEOUT) as response:
                 delivery = WebhookDelivery(url, request_id, body, "delivered", status_code=response.status)
         except urllib.error.HTTPError as exc:
             delivery = WebhookDelivery(url, request_id, body, "delivered", status_code=exc.code)

@@ -19,11 +19,13 @@ from types import FrameType
 from typing import Optional, Sequence
 
 from . import __version__
+from ._errors import FalMockUsageError
 from ._fixture_files import FixtureFileError, load_path
 from ._mock import FalMock
-from ._options import FalMockUsageError, QueueConfig, queue_config
-from ._record import RECORD_MODES, RecordSettings, attach, resolve
-from ._record_file import Credentials
+from ._record import recorder_for
+from ._secrets import Credentials
+from ._settings import RECORD_MODES, Settings, queue_config, record_settings
+from ._urls import control_url
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4005
@@ -81,9 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(
-    parser: argparse.ArgumentParser, args: argparse.Namespace
-) -> tuple[QueueConfig, RecordSettings]:
+def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Settings:
     polls = {
         name: value
         for name, value in (
@@ -94,7 +94,7 @@ def _settings(
     }
     try:
         queue = queue_config("fal-mock", **polls)
-        record = resolve(
+        record = record_settings(
             args.record_mode,
             [Path(p) for p in args.fixtures],
             args.upstream,
@@ -106,29 +106,23 @@ def _settings(
         parser.error(str(exc).replace("fal-mock: ", "", 1))
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be 0-65535, got {args.port}")
-    return queue, record
+    return Settings(queue=queue, allow_remote_webhooks=args.allow_remote_webhooks, record=record)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    queue, record = _settings(parser, args)
-
-    mock = FalMock(args.host, args.port, allow_remote_webhooks=args.allow_remote_webhooks)
+    settings = _settings(parser, args)
+    record = settings.record
+    recorder = recorder_for(record)
+    mock = FalMock(args.host, args.port, settings=settings, upstream=recorder)
     try:
         for path in args.fixtures:
             if record.recording and Path(path) == record.target and not Path(path).exists():
                 continue  # created on first recording
-            mock._add_session_fixtures(load_path(Path(path)))
+            mock.add_session_stubs(load_path(Path(path)))
     except FixtureFileError as exc:
         parser.exit(2, f"fal-mock: error: {exc}\n")
-    recorder = attach(mock, record)
-
-    def defaults() -> None:
-        mock._configure(queue=queue, allow_remote_webhooks=args.allow_remote_webhooks)
-
-    defaults()
-    mock._control.reset_hooks.append(defaults)
 
     stop = threading.Event()
 
@@ -154,7 +148,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             flush=True,
         )
     print(
-        f"fal-mock: control API at {mock.base_url}/__falmock/; stop with Ctrl+C", file=sys.stderr, flush=True
+        f"fal-mock: control API at {control_url(mock.base_url, '')}; stop with Ctrl+C",
+        file=sys.stderr,
+        flush=True,
     )
     try:
         while not stop.wait(0.5):

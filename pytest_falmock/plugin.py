@@ -9,14 +9,15 @@ from typing import Any, Iterator, List, Optional
 import pytest
 
 from ._client_patch import FalClientPatch
+from ._errors import FalMockUsageError, FalMockWarning
 from ._fixture_files import FixtureFileError, load_path
-from ._fixtures import Fixture
 from ._mock import FalMock
-from ._options import FalMockUsageError, FalMockWarning, MockOptions, mock_options, queue_config
-from ._record import RECORD_MODES, RecordSettings, attach, resolve
-from ._record_file import Credentials
+from ._record import recorder_for
+from ._secrets import Credentials
+from ._settings import RECORD_MODES, RecordSettings, Settings, marker_overrides, queue_config, record_settings
+from ._stubs import Stub
 
-FIXTURES_KEY = pytest.StashKey[List[Fixture]]()
+STUBS_KEY = pytest.StashKey[List[Stub]]()
 RECORD_KEY = pytest.StashKey[RecordSettings]()
 #: xdist: the controller tells its workers whether the record target existed at session start.
 TARGET_EXISTED = "falmock_record_target_existed"
@@ -77,13 +78,13 @@ def fixture_paths(config: pytest.Config) -> list[Path]:
     return paths
 
 
-def record_settings(config: pytest.Config) -> RecordSettings:
+def _record_settings(config: pytest.Config) -> RecordSettings:
     """Resolve the record options; the credentials are read now, before any test patches them."""
     targets = fixture_paths(config)  # the record target is the last one: CLI paths come after ini ones
     upstream = config.getoption("fal_upstream") or str(config.getini("fal_upstream") or "") or None
     existed: Optional[bool] = getattr(config, "workerinput", {}).get(TARGET_EXISTED)
     try:
-        return resolve(
+        return record_settings(
             config.getoption("fal_record_mode"),
             targets,
             upstream,
@@ -99,7 +100,7 @@ def record_settings(config: pytest.Config) -> RecordSettings:
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
-    record = config.stash[RECORD_KEY] = record_settings(config)
+    record = config.stash[RECORD_KEY] = _record_settings(config)
     if record.active and record.upstream is None and not record.credentials.key:
         config.issue_config_time_warning(
             FalMockWarning(
@@ -109,15 +110,15 @@ def pytest_configure(config: pytest.Config) -> None:
             ),
             stacklevel=2,
         )
-    fixtures: list[Fixture] = []
+    stubs: list[Stub] = []
     try:
         for path in fixture_paths(config):
             if record.recording and path == record.target and not path.exists():
                 continue  # the record target is created on first write
-            fixtures.extend(load_path(path))
+            stubs.extend(load_path(path))
     except FixtureFileError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[FIXTURES_KEY] = fixtures
+    config.stash[STUBS_KEY] = stubs
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -138,31 +139,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def fal_mock_server(pytestconfig: pytest.Config) -> Iterator[FalMock]:
     """The session's one mock server (per xdist worker), started on first use."""
-    mock = FalMock()
-    session_fixtures: List[Fixture] = pytestconfig.stash[FIXTURES_KEY]
-    mock._add_session_fixtures(session_fixtures)
-    attach(mock, pytestconfig.stash[RECORD_KEY])
+    settings = Settings(record=pytestconfig.stash[RECORD_KEY])
+    mock = FalMock(settings=settings, upstream=recorder_for(settings.record))
+    stubs: list[Stub] = pytestconfig.stash[STUBS_KEY]
+    mock.add_session_stubs(stubs)
     with mock:
         yield mock
 
 
-def _marker_settings(node: pytest.Item) -> tuple[MockOptions, Any]:
-    kwargs: dict[str, Any] = {}
+def _marker_overrides(node: pytest.Item) -> dict[str, Any]:
+    """The settings the test's markers override (farthest marker first, closest wins)."""
+    overrides: dict[str, Any] = {}
     for marker in reversed(list(node.iter_markers("fal_mock"))):
-        mock_options("@pytest.mark.fal_mock", marker.args, marker.kwargs)
-        kwargs.update(marker.kwargs)
-    options = mock_options("@pytest.mark.fal_mock", (), kwargs)
+        overrides.update(marker_overrides("@pytest.mark.fal_mock", marker.args, marker.kwargs))
     queue = node.get_closest_marker("fal_queue")
-    config = queue_config("@pytest.mark.fal_queue", queue.args, **queue.kwargs) if queue else None
-    return options, config
+    if queue is not None:
+        overrides["queue"] = queue_config("@pytest.mark.fal_queue", queue.args, **queue.kwargs)
+    return overrides
 
 
 @pytest.fixture
 def fal_mock(request: pytest.FixtureRequest, fal_mock_server: FalMock) -> Iterator[FalMock]:
-    """A fresh fal.ai mock for this test: per-test fixtures, jobs and journal start empty."""
+    """A fresh fal.ai mock for this test: per-test stubs, jobs and journal start empty."""
     mock = fal_mock_server
     try:
-        options, config = _marker_settings(request.node)
+        overrides = _marker_overrides(request.node)
     except FalMockUsageError as exc:
         usage_error = str(exc)
     else:
@@ -170,9 +171,9 @@ def fal_mock(request: pytest.FixtureRequest, fal_mock_server: FalMock) -> Iterat
     if usage_error:
         pytest.fail(usage_error, pytrace=False)
     mock.reset()
-    mock._configure(queue=config, allow_remote_webhooks=options.allow_remote_webhooks)
+    mock.configure(**overrides)
     patch = FalClientPatch(mock.base_url)
-    if options.patch_client:
+    if mock.settings.patch_client:
         patch.apply()
     try:
         yield mock
@@ -186,7 +187,7 @@ def fal_mock(request: pytest.FixtureRequest, fal_mock_server: FalMock) -> Iterat
             ),
             stacklevel=1,
         )
-    problems = mock.problems(allow_unmatched=options.allow_unmatched)
+    problems = mock.problems()
     mock.reset()
     if problems:
         pytest.fail(problems, pytrace=False)

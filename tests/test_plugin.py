@@ -8,7 +8,8 @@ import pytest
 from inner_runs import QUIET
 
 from pytest_falmock import FalMock, FalMockUsageError
-from pytest_falmock._options import QueueConfig, queue_config
+from pytest_falmock._jobs import QueueConfig
+from pytest_falmock._settings import queue_config
 
 HELPERS = """
 import json, urllib.request, urllib.error

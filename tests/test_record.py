@@ -12,8 +12,9 @@ from httpclient import http
 
 from pytest_falmock import FalMock
 from pytest_falmock._constants import DUMMY_FAL_KEY, REDACTED
-from pytest_falmock._record import Recorder, UpstreamError, attach, resolve
-from pytest_falmock._record_file import Credentials
+from pytest_falmock._record import Recorder, UpstreamError, recorder_for
+from pytest_falmock._secrets import Credentials
+from pytest_falmock._settings import Settings, record_settings
 
 KEY = "fk-abcdef123456:s3cr3t-value-9876543210"
 Make = Callable[..., FalMock]
@@ -32,7 +33,7 @@ def make(fake: FakeFal, target: Path) -> Iterator[Make]:
     def build(
         mode: str = "new", upstream: Optional[str] = "fake", key: Optional[str] = KEY, **kw: Any
     ) -> FalMock:
-        settings = resolve(
+        settings = record_settings(
             mode,
             [target],
             fake.url if upstream == "fake" else upstream,
@@ -42,10 +43,9 @@ def make(fake: FakeFal, target: Path) -> Iterator[Make]:
         )
         if kw:
             settings = type(settings)(**{**settings.__dict__, **kw})
-        mock = FalMock()
+        mock = FalMock(settings=Settings(record=settings), upstream=recorder_for(settings))
         if target.exists():
             mock.load_fixtures(target)
-        attach(mock, settings)
         mocks.append(mock.start())
         return mock
 

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from pytest_falmock._fixture_files import load_file
-from pytest_falmock._record_file import FixtureWriter, redact
+from pytest_falmock._recording_file import FixtureWriter
+from pytest_falmock._secrets import redact
 
 WRITER = """
 import sys, time
 from pathlib import Path
-from pytest_falmock._record_file import FixtureWriter
+from pytest_falmock._recording_file import FixtureWriter
 
 path, name, count, start = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 writer = FixtureWriter(path)

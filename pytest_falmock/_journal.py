@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Tuple
 
-from ._fixtures import summarize
 from ._headers import Headers
+from ._stubs import summarize
 
 
 @dataclass(frozen=True)

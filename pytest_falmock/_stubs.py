@@ -1,4 +1,8 @@
-"""Registered responses ("fixtures") and how a request is matched against them."""
+"""Stubs - the responses a test or a fixture file registers - and how a request is matched.
+
+(The pytest fixture is ``fal_mock``; a *fixture file* is JSON on disk; a :class:`Stub` is one
+registered response, whichever way it was registered.)
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping, Optional, Pattern, Sequence, Union
 
-Route = Literal["queue", "run"]
 #: What a request asks for: a queue submit, a synchronous run, or a streamed run.
 Kind = Literal["queue", "run", "stream"]
+#: The kinds a stub can be restricted to (``route=`` of the helpers, ``match.route`` of files).
+OnlyKind = Literal["queue", "run"]
 ModelSpec = Union[str, Pattern[str]]
 InputMatcher = Union[Mapping[str, Any], Callable[[Any], bool], None]
 
@@ -38,20 +43,33 @@ def is_subset(expected: Any, actual: Any) -> bool:
     return bool(expected == actual)
 
 
+class OptionError(ValueError):
+    """A registration option out of range; each front-end words where it came from."""
+
+    def __init__(self, name: str, requirement: str, value: Any) -> None:
+        super().__init__(f"{name} must be {requirement}, got {value!r}")
+        self.name = name
+        self.requirement = requirement
+        self.value = value
+
+
 @dataclass(eq=False)
-class Fixture:
+class Stub:
     """One registered response. Mutable only in ``used`` (guarded by the store's lock)."""
 
     model: ModelSpec
     render: Callable[[Any], Any]
     label: str
     status: int = 200
-    route: Optional[Route] = None
+    #: Serve only queue submits or only runs; None serves both.
+    only_kind: Optional[OnlyKind] = None
     match_input: InputMatcher = None
     times: Optional[int] = None
     latency: float = 0.0
     error_type: Optional[str] = None
     events: Optional[Sequence[Any]] = None
+    #: Set on stubs a recording produced: a later recording with the same key replaces this one.
+    recording_key: Optional[str] = None
     used: int = field(default=0)
 
     @property
@@ -59,13 +77,13 @@ class Fixture:
         return self.events is not None
 
     def reject_reason(self, kind: Kind, model: str, request_input: Any) -> Optional[str]:
-        """Why this fixture does not serve the request, or None when it does."""
-        if kind == "stream" and not self.is_stream and (self.status < 400 or self.route == "queue"):
+        """Why this stub does not serve the request, or None when it does."""
+        if kind == "stream" and not self.is_stream and (self.status < 400 or self.only_kind == "queue"):
             return "not a stream fixture (register one with on_stream())"
         if kind != "stream" and self.is_stream:
             return f"stream fixture, request is a {kind} request (POST .../{{model}}/stream)"
-        if kind != "stream" and self.route is not None and self.route != kind:
-            return f"route={self.route!r}, request is a {kind} request"
+        if kind != "stream" and self.only_kind is not None and self.only_kind != kind:
+            return f"route={self.only_kind!r}, request is a {kind} request"
         if isinstance(self.model, str):
             if self.model != model:
                 return f"model {self.model!r} != {model!r}"
@@ -85,6 +103,41 @@ class Fixture:
         if not is_subset(matcher, request_input):
             return f"input {summarize(request_input, 80)} does not contain {summarize(matcher, 80)}"
         return None
+
+
+def make_stub(
+    model: ModelSpec,
+    render: Callable[[Any], Any],
+    label: str,
+    *,
+    status: int = 200,
+    only_kind: Optional[OnlyKind] = None,
+    match_input: InputMatcher = None,
+    times: Any = None,
+    latency: Any = 0.0,
+    error_type: Optional[str] = None,
+    events: Optional[Sequence[Any]] = None,
+) -> Stub:
+    """A validated :class:`Stub`; ``times`` and ``latency`` out of range raise :class:`OptionError`.
+
+    The one place the helpers and the fixture-file parser build stubs.
+    """
+    if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
+        raise OptionError("times", "a positive integer", times)
+    if isinstance(latency, bool) or not isinstance(latency, (int, float)) or not latency >= 0:
+        raise OptionError("latency", "a non-negative number of seconds", latency)
+    return Stub(
+        model=model,
+        render=render,
+        label=label,
+        status=status,
+        only_kind=only_kind,
+        match_input=match_input,
+        times=times,
+        latency=float(latency),
+        error_type=error_type,
+        events=events,
+    )
 
 
 def model_spec(model: object, where: str) -> ModelSpec:

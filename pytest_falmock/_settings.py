@@ -1,0 +1,204 @@
+"""One immutable settings value: session defaults, per-test overrides, and their validation.
+
+Every public way to set something (``@pytest.mark.fal_mock``, ``@pytest.mark.fal_queue``,
+``fal_mock.queue()``, ``FalMock(...)``, the ini file and command line, ``fal-mock``) ends up
+in a :class:`Settings`, validated here, so a typo gets the same message everywhere.
+:class:`~pytest_falmock.FalMock` owns the value: its session defaults, and the per-test
+overrides that :meth:`~pytest_falmock.FalMock.reset` drops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+from urllib.parse import urlsplit
+
+from ._errors import FalMockUsageError
+from ._jobs import QueueConfig
+from ._secrets import Credentials
+
+DEFAULT_MAX_JOBS = 50_000
+DEFAULT_MAX_BODY = 128 * 1024 * 1024
+
+RECORD_MODES = ("none", "once", "new", "all")
+#: Seconds one upstream HTTP request may take while recording.
+RECORD_REQUEST_TIMEOUT = 30.0
+#: Seconds a whole recorded queue walk (submit, polls, result) may take.
+RECORD_WALK_TIMEOUT = 15 * 60.0
+
+QUEUE_KEYWORDS = ("polls", "polls_before_in_progress", "polls_before_completed")
+#: The keywords of ``@pytest.mark.fal_mock``: the per-test switches of :class:`Settings`.
+MARKER_KEYWORDS = ("allow_unmatched", "patch_client", "allow_remote_webhooks")
+
+
+@dataclass(frozen=True)
+class RecordSettings:
+    """How (and whether) a mock records. ``active`` is False for ``none`` and for ``once`` when
+    the target file already existed at session start."""
+
+    mode: str = "none"
+    target: Optional[Path] = None
+    upstream: Optional[str] = None
+    credentials: Credentials = field(default_factory=Credentials)
+    target_existed: bool = False
+    request_timeout: float = RECORD_REQUEST_TIMEOUT
+    walk_timeout: float = RECORD_WALK_TIMEOUT
+
+    @property
+    def recording(self) -> bool:
+        """A record mode other than ``none`` was asked for."""
+        return self.mode != "none"
+
+    @property
+    def active(self) -> bool:
+        return self.recording and not (self.mode == "once" and self.target_existed)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that tunes a mock. Per test, only :data:`PER_TEST` fields may change."""
+
+    #: Polling realism for queue jobs (``@pytest.mark.fal_queue``).
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    #: Do not fail the test for requests that matched nothing.
+    allow_unmatched: bool = False
+    #: Point ``fal_client`` at the mock for the test.
+    patch_client: bool = True
+    #: Deliver webhooks to non-loopback URLs too.
+    allow_remote_webhooks: bool = False
+    #: Record & replay.
+    record: RecordSettings = field(default_factory=RecordSettings)
+    #: Most queue jobs kept (the oldest finished are evicted first).
+    max_jobs: int = DEFAULT_MAX_JOBS
+    #: Largest request body accepted (413 beyond).
+    max_body: int = DEFAULT_MAX_BODY
+
+    def __post_init__(self) -> None:
+        for name in ("max_jobs", "max_body"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    def override(self, **changes: Any) -> Settings:
+        """A copy with per-test ``changes`` (already validated) applied."""
+        fixed = sorted(set(changes) - set(PER_TEST))
+        if fixed:
+            raise FalMockUsageError(f"{fixed[0]} is a session setting; it cannot change per test")
+        return dataclasses.replace(self, **changes)
+
+
+#: The fields a test may override (markers, ``fal_mock.queue()``).
+PER_TEST = ("queue", *MARKER_KEYWORDS)
+
+
+def _keywords_only(
+    where: str, args: tuple[Any, ...], allowed: Sequence[str], kwargs: Mapping[str, Any]
+) -> None:
+    if args:
+        raise FalMockUsageError(
+            f"{where}: takes keyword arguments only ({', '.join(allowed)}), got positional {args!r}"
+        )
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise FalMockUsageError(
+            f"{where}: unknown keyword {unknown[0]!r} (expected one of: {', '.join(allowed)})"
+        )
+
+
+def _count(where: str, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FalMockUsageError(f"{where}: {name} must be a non-negative integer, got {value!r}")
+    if value < 0:
+        raise FalMockUsageError(f"{where}: {name} must be a non-negative integer, got {value}")
+    return value
+
+
+def queue_config(where: str, args: tuple[Any, ...] = (), **kwargs: Any) -> QueueConfig:
+    """Resolve ``polls`` / ``polls_before_in_progress`` / ``polls_before_completed``.
+
+    ``where`` names the caller in error messages (e.g. ``"@pytest.mark.fal_queue"``).
+    """
+    _keywords_only(where, args, QUEUE_KEYWORDS, kwargs)
+    polls = kwargs.get("polls")
+    first = kwargs.get("polls_before_in_progress")
+    done = kwargs.get("polls_before_completed")
+    if polls is not None and (first is not None or done is not None):
+        both = "polls_before_in_progress" if first is not None else "polls_before_completed"
+        raise FalMockUsageError(
+            f"{where}: polls cannot be combined with {both}; give either polls=N or the two thresholds"
+        )
+    if polls is not None:
+        n = _count(where, "polls", polls)
+        if n == 0:
+            return QueueConfig(0, 0)
+        if n == 1:
+            return QueueConfig(0, 1)
+        return QueueConfig(1, n)
+    if first is None and done is None:
+        return QueueConfig(0, 0)
+    if done is None:
+        a = _count(where, "polls_before_in_progress", first)
+        return QueueConfig(a, a + 1)
+    c = _count(where, "polls_before_completed", done)
+    if first is None:
+        return QueueConfig(0, max(c, 1))
+    a = _count(where, "polls_before_in_progress", first)
+    return QueueConfig(a, max(c, a + 1))
+
+
+def marker_overrides(where: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated keywords of ``@pytest.mark.fal_mock`` (each a :class:`Settings` field)."""
+    _keywords_only(where, args, MARKER_KEYWORDS, kwargs)
+    for name, value in kwargs.items():
+        if not isinstance(value, bool):
+            raise FalMockUsageError(f"{where}: {name} must be True or False, got {value!r}")
+    return dict(kwargs)
+
+
+def check_upstream(url: str, where: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise FalMockUsageError(
+            f"{where}: expected an http(s) base URL such as http://127.0.0.1:8000, got {url!r}"
+        )
+    return url.rstrip("/")
+
+
+def record_settings(
+    mode: str,
+    targets: Sequence[Path],
+    upstream: Optional[str],
+    *,
+    where: str,
+    fixtures_option: str,
+    credentials: Optional[Credentials] = None,
+    target_existed: Optional[bool] = None,
+) -> RecordSettings:
+    """Validate the record options; the target is the last fixture path given."""
+    if mode not in RECORD_MODES:
+        raise FalMockUsageError(
+            f"{where}: record mode must be one of {', '.join(RECORD_MODES)}, got {mode!r}"
+        )
+    url = check_upstream(upstream, where) if upstream else None
+    if mode == "none":
+        return RecordSettings("none", upstream=url)
+    if not targets:
+        raise FalMockUsageError(
+            f"{where}: record mode {mode!r} needs {fixtures_option} PATH, the JSON fixture file "
+            "recordings are written to (created if missing)"
+        )
+    target = targets[-1]
+    if target.is_dir():
+        raise FalMockUsageError(
+            f"{where}: the record target {target} is a directory; name a JSON file "
+            f"(e.g. {fixtures_option} {target / 'recorded.json'})"
+        )
+    return RecordSettings(
+        mode,
+        target,
+        url,
+        credentials if credentials is not None else Credentials.from_env(),
+        target.exists() if target_existed is None else target_existed,
+    )

@@ -1,0 +1,59 @@
+"""Every URL the mock hands out, built in one place: the inverse of :mod:`._routing`.
+
+Routing reads paths under :data:`PREFIX` (and :data:`CONTROL_PREFIX`); everything that writes
+one (submit envelopes, file URLs, the CDN base, the ``fal_client`` redirect) asks this module.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from ._constants import NAMESPACES
+
+#: Prefix of every fal route served by the mock (what ``withProxy({targetUrl})`` points at).
+PREFIX: Final = "/fal"
+#: Prefix of the control API.
+CONTROL_PREFIX: Final = "/__falmock/"
+
+#: The fal services, as the first path segment after :data:`PREFIX`.
+Service = Literal["queue", "run", "rest", "cdn", "files"]
+SERVICES: Final[tuple[Service, ...]] = ("queue", "run", "rest", "cdn", "files")
+
+
+def app_path(model: str) -> str:
+    """``fal-ai/flux/dev`` -> ``fal-ai/flux``; ``workflows/o/a/x`` -> ``workflows/o/a``.
+
+    The same owner/alias rule the real clients use when they build status URLs.
+    """
+    parts = model.split("/")
+    keep = 3 if parts[0] in NAMESPACES else 2
+    return "/".join(parts[:keep])
+
+
+def proxy_url(base_url: str) -> str:
+    """``http://127.0.0.1:<port>/fal``: the proxy base (``withProxy({targetUrl})``)."""
+    return base_url + PREFIX
+
+
+def service_url(base_url: str, service: Service) -> str:
+    """``http://127.0.0.1:<port>/fal/<service>`` (no trailing slash)."""
+    return f"{base_url}{PREFIX}/{service}"
+
+
+def websocket_url(base_url: str) -> str:
+    """The ``ws://`` twin of the run service (where realtime connections go)."""
+    return service_url(base_url, "run").replace("http", "ws", 1)
+
+
+def job_url(base_url: str, model: str, request_id: str) -> str:
+    """A queue job's result URL; ``/status`` and ``/cancel`` are appended to it."""
+    return f"{service_url(base_url, 'queue')}/{app_path(model)}/requests/{request_id}"
+
+
+def file_url(base_url: str, file_id: str, name: str) -> str:
+    """Where a stored file is served (and, for the storage flow, uploaded with ``PUT``)."""
+    return f"{service_url(base_url, 'files')}/{file_id}/{name}"
+
+
+def control_url(base_url: str, name: str) -> str:
+    return f"{base_url}{CONTROL_PREFIX}{name}"
