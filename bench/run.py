@@ -1,4 +1,4 @@
-"""pytest-falmock benchmark: prints a table (see the README's Performance section).
+"""pytest-falmock benchmark: prints a table (see bench/README.md).
 
     python bench/run.py [--duration 5] [--rounds 2] [--tests 1000] [--jobs 10000] [--no-aimock]
 

@@ -34,6 +34,8 @@ README = ROOT / "README.md"
 NODE_MODULES = ROOT / "tests" / "js" / "node_modules"
 RECORD_SECTION = "Record and replay"
 FENCE = re.compile(r"^```(\S*)\s*$")
+DOCS = ("README.md", "docs/wire.md", "bench/README.md", "CONTRIBUTING.md", "CHANGELOG.md")
+LINK = re.compile(r"\]\(([^)\s]+)\)")
 JS_FILE = re.compile(r"^// (\S+\.mjs)$")
 
 
@@ -183,3 +185,31 @@ def test_readme_block_runs(block: Block) -> None:
         exec(compile(block.padded(), str(README), "exec"), {"__name__": "readme_block"})
     except Exception as exc:
         raise AssertionError(f"{block.name} failed: {exc!r}") from exc
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors of a Markdown file (code blocks skipped)."""
+    anchors: set[str] = set()
+    in_code = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_relative_links_resolve(doc: str) -> None:
+    """Links between the docs (and to their headings) point at something that exists."""
+    source = ROOT / doc
+    broken = []
+    for target in LINK.findall(source.read_text(encoding="utf-8")):
+        if "://" in target or target.startswith("mailto:"):
+            continue
+        file_part, _, anchor = target.partition("#")
+        path = (source.parent / file_part).resolve() if file_part else source
+        if not path.exists() or (anchor and path.suffix == ".md" and anchor not in _anchors(path)):
+            broken.append(target)
+    assert broken == [], f"{doc}: broken links {broken}"
