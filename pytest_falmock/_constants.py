@@ -11,7 +11,14 @@ COMPLETED: Final = "COMPLETED"
 CANCELLED_MESSAGE: Final = "Request was cancelled"
 CANCELLED_ERROR_TYPE: Final = "request_cancelled"
 
+REQUEST_TIMEOUT_MESSAGE: Final = "Request timed out"
+REQUEST_TIMEOUT_ERROR_TYPE: Final = "request_timeout"
+
 REQUEST_ID_HEADER: Final = "x-fal-request-id"
+#: ``start_timeout=T`` of both clients: seconds the request may wait before it starts.
+REQUEST_TIMEOUT_HEADER: Final = "x-fal-request-timeout"
+#: On a 504 that ends a start timeout (``user``): the clients never retry it.
+REQUEST_TIMEOUT_TYPE_HEADER: Final = "X-Fal-Request-Timeout-Type"
 ERROR_TYPE_HEADER: Final = "x-fal-error-type"
 TARGET_URL_HEADER: Final = "x-fal-target-url"
 TARGET_HOST_HEADER: Final = "x-fal-target-host"

@@ -4,8 +4,10 @@
 |---|---|---|
 | GET | ``/__falmock/health`` | 200 ``{"status": "ok"}`` |
 | POST | ``/__falmock/fixtures`` | 201 ``{"added": n}``: session stubs from a fixture-file body |
+| DELETE | ``/__falmock/fixtures`` | 200 ``{"removed": n}``: every session stub forgotten (no body) |
 | POST | ``/__falmock/reset`` | 200 ``{"reset": true}``: jobs, journal and per-test state cleared |
 | GET | ``/__falmock/requests`` | 200, the journal as a JSON list |
+| GET | ``/__falmock/unmatched`` | 200, the requests no stub served, each with every stub's reason |
 
 Routing turns these paths into ``control.*`` operations (method rules included); this module
 answers them through the small :class:`Controlled` protocol that
@@ -18,7 +20,7 @@ import json
 from typing import Any, Callable, Protocol, Sequence
 
 from ._fixture_files import FixtureFileError
-from ._journal import FalRequest
+from ._journal import FalRequest, UnmatchedRequest
 from ._reply import Reply
 from ._routing import Operation, Route
 
@@ -29,9 +31,14 @@ class Controlled(Protocol):
     @property
     def requests(self) -> Sequence[FalRequest]: ...
 
+    @property
+    def unmatched(self) -> Sequence[UnmatchedRequest]: ...
+
     def reset(self) -> None: ...
 
     def add_fixture_document(self, document: Any, source: str = ...) -> int: ...
+
+    def clear_session_stubs(self) -> int: ...
 
 
 def request_record(request: FalRequest) -> dict[str, Any]:
@@ -49,6 +56,18 @@ def request_record(request: FalRequest) -> dict[str, Any]:
     }
 
 
+def unmatched_record(request: UnmatchedRequest) -> dict[str, Any]:
+    """An unmatched request as JSON, with each stub's reason for not serving it."""
+    return {
+        "method": request.method,
+        "path": request.path,
+        "route": request.route,
+        "model": request.model,
+        "input": request.input,
+        "reasons": [{"fixture": label, "reason": reason} for label, reason in request.reasons],
+    }
+
+
 class Control:
     """Answers the ``control.*`` routes for one mock."""
 
@@ -60,8 +79,10 @@ class Control:
         return {
             "control.health": self._health,
             "control.fixtures": self._fixtures,
+            "control.fixtures_clear": self._fixtures_clear,
             "control.reset": self._reset,
             "control.requests": self._requests,
+            "control.unmatched": self._unmatched,
         }
 
     def _health(self, op: Operation) -> Reply:
@@ -79,9 +100,15 @@ class Control:
             return Reply(400, {"detail": str(exc)})
         return Reply(201, {"added": added})
 
+    def _fixtures_clear(self, op: Operation) -> Reply:
+        return Reply(200, {"removed": self._mock.clear_session_stubs()})
+
     def _reset(self, op: Operation) -> Reply:
         self._mock.reset()
         return Reply(200, {"reset": True})
 
     def _requests(self, op: Operation) -> Reply:
         return Reply(200, [request_record(r) for r in self._mock.requests])
+
+    def _unmatched(self, op: Operation) -> Reply:
+        return Reply(200, [unmatched_record(r) for r in self._mock.unmatched])

@@ -13,8 +13,15 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Optional, Protocol, Union
 
-from ._constants import ERROR_TYPE_HEADER, REQUEST_ID_HEADER
-from ._headers import Headers
+from ._constants import (
+    CANCELLED_ERROR_TYPE,
+    ERROR_TYPE_HEADER,
+    REQUEST_ID_HEADER,
+    REQUEST_TIMEOUT_ERROR_TYPE,
+    REQUEST_TIMEOUT_MESSAGE,
+    REQUEST_TIMEOUT_TYPE_HEADER,
+)
+from ._headers import Headers, accepts_event_stream
 from ._jobs import Job
 from ._journal import FalRequest, UnmatchedRequest, Upload
 from ._reply import Reply, detail
@@ -26,9 +33,21 @@ from ._urls import file_url, service_url
 
 #: Seconds a streamed status waits between polls while a job's latency runs.
 STREAM_POLL_INTERVAL = 0.05
+#: What a request whose start timeout ran out answers (a run at once, a queue job's result).
+TIMEOUT_STATUS = 504
+TIMEOUT_BODY: dict[str, Any] = {"detail": REQUEST_TIMEOUT_MESSAGE, "error_type": REQUEST_TIMEOUT_ERROR_TYPE}
+TIMEOUT_HEADERS = {REQUEST_TIMEOUT_TYPE_HEADER: "user"}
 
 CompletionListener = Callable[[Job], None]
+#: Told of every journaled request, with the reasons when no stub matched it.
+RequestListener = Callable[[FalRequest, Optional[UnmatchedRequest]], None]
 Handler = Callable[[Operation], Reply]
+
+
+class JwksSource(Protocol):
+    """Where the webhook signing keys come from (``_signing.WebhookSigner``)."""
+
+    def jwks(self) -> dict[str, Any]: ...
 
 
 class Upstream(Protocol):
@@ -67,21 +86,34 @@ def _safe_name(name: str, content_type: str = "") -> str:
 class _EarlyReply(Exception):
     """Ends a request early with ``reply`` (unknown id, no matching stub, upstream failure)."""
 
-    def __init__(self, reply: Reply) -> None:
+    def __init__(self, reply: Reply, unmatched: Optional[UnmatchedRequest] = None) -> None:
         super().__init__(reply.status)
         self.reply = reply
+        self.unmatched = unmatched
+
+
+def sleep(seconds: float) -> None:
+    """Every wait the engine makes for a stub's latency or a start timeout goes through here."""
+    time.sleep(seconds)
 
 
 class Engine:
     """Answers every fal route; ``settings`` returns the mock's settings of the moment."""
 
     def __init__(
-        self, stores: Stores, settings: Callable[[], Settings], upstream: Optional[Upstream] = None
+        self,
+        stores: Stores,
+        settings: Callable[[], Settings],
+        upstream: Optional[Upstream] = None,
+        signer: Optional[JwksSource] = None,
     ) -> None:
         self.stores = stores
         self.settings = settings
+        self.signer = signer
         #: Called (outside the lock) with every job that reaches COMPLETED.
         self.completion_listeners: list[CompletionListener] = []
+        #: Called on the serving thread after each request is journaled.
+        self.request_listeners: list[RequestListener] = []
         #: Consulted for queue submits and runs no stub serves (record mode); None = never.
         self.upstream = upstream
         self._handlers: dict[Route, Handler] = {
@@ -95,6 +127,7 @@ class Engine:
             "storage.token": self._storage_token,
             "storage.initiate": self._storage_initiate,
             "realtime.token": self._realtime,
+            "webhook.jwks": self._jwks,
             "cdn.upload": self._cdn_upload,
             "files.put": self._file_put,
             "files.get": self._file_get,
@@ -109,12 +142,13 @@ class Engine:
     def handle(self, op: Operation) -> Reply:
         """Answer ``op`` and journal it."""
         self.stores.begin_request()  # what a request started before a reset does is dropped
+        unmatched = None
         try:
             reply = self._handlers[op.route](op)
         except _EarlyReply as early:
-            reply = early.reply
+            reply, unmatched = early.reply, early.unmatched
         request_id = op.request_id or reply.headers.get(REQUEST_ID_HEADER)
-        self.stores.record(
+        self._journal(
             FalRequest(
                 method=op.method,
                 path=op.path,
@@ -126,16 +160,22 @@ class Engine:
                 headers=op.headers.redacted(),
                 status_code=reply.status,
                 body=op.body,
-            )
+            ),
+            unmatched,
         )
         return reply
+
+    def _journal(self, request: FalRequest, unmatched: Optional[UnmatchedRequest] = None) -> None:
+        self.stores.record(request)
+        for listener in self.request_listeners:
+            listener(request, unmatched)
 
     def record_rejected(
         self, method: str, path: str, query: dict[str, str], headers: Headers, error: RouteError, body: bytes
     ) -> None:
         """Journal a request routing refused (it is answered ``error.status``)."""
         self.stores.begin_request()
-        self.stores.record(
+        self._journal(
             FalRequest(
                 method=method,
                 path=path,
@@ -151,12 +191,15 @@ class Engine:
         )
 
     # -- matching -----------------------------------------------------------------------
-    def _claim(self, op: Operation, kind: Kind) -> Stub:
-        """The stub serving ``op``; otherwise ends the request with the upstream's or a 404 answer."""
+    def _claim(self, op: Operation, kind: Kind, fallback: Optional[Kind] = None) -> Stub:
+        """The stub serving ``op`` (as ``kind``, else as ``fallback``); otherwise ends the request
+        with the upstream's or a 404 answer."""
         assert op.model is not None
         upstream = self.upstream if kind != "stream" else None
         forward_all = upstream is not None and upstream.forward_all
-        stub, reasons = self.stores.claim(kind, op.model, op.input, include_session=not forward_all)
+        stub, reasons = self.stores.claim(
+            kind, op.model, op.input, include_session=not forward_all, fallback=fallback
+        )
         if stub is not None:
             return stub
         if upstream is not None:
@@ -165,12 +208,11 @@ class Engine:
                 raise _EarlyReply(outcome)
             self.stores.add_recorded(outcome)
             return outcome
-        self.stores.record_unmatched(
-            UnmatchedRequest(op.method, op.path, op.route, op.model, op.input, tuple(reasons))
-        )
+        unmatched = UnmatchedRequest(op.method, op.path, op.route, op.model, op.input, tuple(reasons))
+        self.stores.record_unmatched(unmatched)
         message = f"fal_mock: no fixture matches model {op.model!r} ({kind} request)"
         raise _EarlyReply(
-            Reply(404, {"detail": message, "error_type": "no_fixture_match", "model": op.model})
+            Reply(404, {"detail": message, "error_type": "no_fixture_match", "model": op.model}), unmatched
         )
 
     def _completed(self, job: Job) -> None:
@@ -182,23 +224,32 @@ class Engine:
         stub = self._claim(op, "queue")
         assert op.model is not None
         request_id = new_request_id()
+        status, error_type, headers = stub.status, stub.error_type, dict(stub.headers)
+        latency = stub.latency
+        if op.start_timeout is not None and latency > op.start_timeout:
+            # the job ends with fal's 504 once the start timeout runs out
+            status, error_type, headers = TIMEOUT_STATUS, REQUEST_TIMEOUT_ERROR_TYPE, dict(TIMEOUT_HEADERS)
+            latency, body = op.start_timeout, dict(TIMEOUT_BODY)
+        else:
+            body = stub.render(op.input)
         job = Job(
             request_id=request_id,
             model=op.model,
             input=op.input,
             config=self.settings().queue,
             base_url=op.base_url,
-            result_status=stub.status,
-            result_body=stub.render(op.input),
-            error_type=stub.error_type,
-            latency=stub.latency,
+            result_status=status,
+            result_body=body,
+            error_type=error_type,
+            result_headers=headers,
+            latency=latency,
             webhook_url=op.query.get("fal_webhook") or None,
         )
         self.stores.add_job(job)
         if job.done:
             self._completed(job)
         url = job.url
-        body = {
+        envelope = {
             "request_id": request_id,
             "status_url": url + "/status",
             "response_url": url,
@@ -206,7 +257,7 @@ class Engine:
             "queue_position": job.config.in_progress,
             "status": "IN_QUEUE",
         }
-        return Reply(200, body, {REQUEST_ID_HEADER: request_id})
+        return Reply(200, envelope, {REQUEST_ID_HEADER: request_id})
 
     def _job(self, op: Operation) -> Job:
         """The job ``op`` names; an unknown id ends the request with 404."""
@@ -226,7 +277,11 @@ class Engine:
 
     def _status(self, op: Operation) -> Reply:
         job = self._job(op)
-        status, body = self._poll(job)
+        if op.method == "HEAD":  # a HEAD is no poll: the job stays where it is
+            with self.stores.lock:
+                status, body = (200 if job.done else 202), job.status_body()
+        else:
+            status, body = self._poll(job)
         return Reply(status, body, {REQUEST_ID_HEADER: job.request_id})
 
     def _status_stream(self, op: Operation) -> Reply:
@@ -253,9 +308,11 @@ class Engine:
             if not job.done:
                 return Reply(202, job.status_body(), headers)
         if job.cancelled:
-            return Reply(400, {"detail": job.error}, headers)
+            headers[ERROR_TYPE_HEADER] = CANCELLED_ERROR_TYPE
+            return Reply(400, {"detail": job.error, "error_type": CANCELLED_ERROR_TYPE}, headers)
         if job.result_status >= 400 and job.error_type:
             headers[ERROR_TYPE_HEADER] = job.error_type
+        headers.update(job.result_headers)
         return Reply(job.result_status, job.result_body, headers)
 
     def _cancel(self, op: Operation) -> Reply:
@@ -269,22 +326,26 @@ class Engine:
 
     # -- synchronous runs ---------------------------------------------------------------
     def _run(self, op: Operation) -> Reply:
-        stub = self._claim(op, "run")
-        if stub.latency > 0:
-            time.sleep(stub.latency)
-        return self._stub_reply(stub, op)
+        # A run that takes any answer type (fal.apps.stream) may be served by a stream fixture.
+        _, takes_stream = accepts_event_stream(op.headers)
+        return self._serve(self._claim(op, "run", "stream" if takes_stream else None), op)
 
     def _stream(self, op: Operation) -> Reply:
-        stub = self._claim(op, "stream")
-        if stub.latency > 0:
-            time.sleep(stub.latency)
-        if stub.events is None:  # an on_error() stub: the stream answers the error, like a run
-            return self._stub_reply(stub, op)
-        return Reply(200, None, {REQUEST_ID_HEADER: new_request_id()}, events=iter(list(stub.events)))
+        return self._serve(self._claim(op, "stream"), op)
 
-    @staticmethod
-    def _stub_reply(stub: Stub, op: Operation) -> Reply:
+    def _serve(self, stub: Stub, op: Operation) -> Reply:
+        """A run's answer, after the stub's latency - or fal's 504 once the start timeout runs out."""
         headers = {REQUEST_ID_HEADER: new_request_id()}
+        if op.start_timeout is not None and stub.latency > op.start_timeout:
+            sleep(op.start_timeout)
+            headers[ERROR_TYPE_HEADER] = REQUEST_TIMEOUT_ERROR_TYPE
+            return Reply(TIMEOUT_STATUS, dict(TIMEOUT_BODY), {**headers, **TIMEOUT_HEADERS})
+        if stub.latency > 0:
+            sleep(stub.latency)
+        headers.update(stub.headers)
+        if stub.events is not None:
+            return Reply(200, None, headers, events=iter(list(stub.events)))
+        # an on_error() stub serves streams too: the stream answers the error, like a run
         if stub.status >= 400 and stub.error_type:
             headers[ERROR_TYPE_HEADER] = stub.error_type
         return Reply(stub.status, stub.render(op.input), headers)
@@ -341,3 +402,9 @@ class Engine:
 
     def _realtime(self, op: Operation) -> Reply:
         return detail(501, "realtime is not supported by fal_mock")
+
+    def _jwks(self, op: Operation) -> Reply:
+        """``GET https://rest.fal.ai/.well-known/jwks.json``: the keys webhooks are signed with."""
+        if self.signer is None:
+            return detail(404, "this mock signs no webhooks")
+        return Reply(200, self.signer.jwks())

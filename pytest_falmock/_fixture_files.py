@@ -2,6 +2,9 @@
 
 ``{"fixtures": [{"match": {"model": "fal-ai/flux/dev", "endpoint": "fal"},
                  "response": {"json": {...}}}]}``
+
+A response is a JSON body (``"json"``, with optional ``"status"``, ``"error_type"`` and
+``"headers"``) or a stream (``"events"``: a list, one ``data:`` event each).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from ._payloads import constant
 from ._stubs import OptionError, Stub, make_stub
 
 MATCH_KEYS = {"model", "model_regex", "endpoint", "input", "route"}
-RESPONSE_KEYS = {"json", "status", "error_type"}
+RESPONSE_KEYS = {"json", "events", "status", "error_type", "headers"}
 ENTRY_KEYS = {"match", "response", "times", "latency"}
 
 
@@ -111,8 +114,18 @@ def parse_entry(entry: Any, where: str) -> Stub:
     if match_input is not None and not isinstance(match_input, dict):
         raise _fail(f"{where}.match.input", f"expected an object, got {match_input!r}")
 
-    if "json" not in response:
-        raise _fail(f"{where}.response", 'needs a "json" body')
+    if ("json" in response) == ("events" in response):
+        raise _fail(f"{where}.response", 'needs exactly one of "json" (a body) or "events" (a stream)')
+    events = response.get("events")
+    if events is not None:
+        if not isinstance(events, list):
+            raise _fail(f"{where}.response.events", f"expected a list of JSON values, got {events!r}")
+        for key in ("status", "error_type"):
+            if key in response:
+                raise _fail(f"{where}.response.{key}", 'a stream ("events") always answers 200')
+        if route is not None:
+            message = 'a stream ("events") serves stream requests only; drop "route"'
+            raise _fail(f"{where}.match.route", message)
     status = response.get("status", 200)
     if (
         isinstance(status, bool)
@@ -127,7 +140,7 @@ def parse_entry(entry: Any, where: str) -> Stub:
     try:
         return make_stub(
             model,
-            constant(response["json"]),
+            constant(response["json"] if events is None else (events[-1] if events else None)),
             f"{where} (model {shown})",
             status=status,
             only_kind=route,
@@ -135,6 +148,9 @@ def parse_entry(entry: Any, where: str) -> Stub:
             times=entry.get("times"),
             latency=entry.get("latency", 0),
             error_type=error_type,
+            events=events,
+            headers=response.get("headers"),
         )
     except OptionError as exc:
-        raise _fail(f"{where}.{exc.name}", f"expected {exc.requirement}, got {exc.value!r}") from None
+        field = "response.headers" if exc.name == "headers" else exc.name
+        raise _fail(f"{where}.{field}", f"expected {exc.requirement}, got {exc.value!r}") from None

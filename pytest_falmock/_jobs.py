@@ -44,7 +44,7 @@ def _now() -> str:
 
 
 def _log(message: str) -> dict[str, Any]:
-    return {"timestamp": _now(), "level": "INFO", "message": message}
+    return {"timestamp": _now(), "level": "INFO", "source": "user", "message": message}
 
 
 @dataclass
@@ -57,6 +57,8 @@ class Job:
     result_status: int
     result_body: Any
     error_type: Optional[str] = None
+    #: Extra headers of the result answer (a stub's ``headers``, a start timeout's).
+    result_headers: dict[str, str] = field(default_factory=dict)
     latency: float = 0.0
     webhook_url: Optional[str] = None
     submitted_at: float = field(default_factory=time.monotonic)

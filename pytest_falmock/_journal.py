@@ -73,7 +73,9 @@ class WebhookDelivery:
     """One webhook the mock delivered, or refused to deliver (``fal_mock.webhooks``).
 
     ``outcome`` is ``"delivered"`` (``status_code`` set), ``"failed"`` (``error`` set) or
-    ``"blocked"`` (a non-loopback URL while remote webhooks are not allowed).
+    ``"blocked"`` (a non-loopback URL while remote webhooks are not allowed). ``headers`` and
+    ``data`` are what was sent (the signature headers, the exact body bytes they sign); empty
+    when nothing was sent.
     """
 
     url: str
@@ -82,3 +84,5 @@ class WebhookDelivery:
     outcome: str
     status_code: Optional[int] = None
     error: Optional[str] = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    data: bytes = field(default=b"", repr=False)

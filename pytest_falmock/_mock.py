@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Se
 
 from ._control import Control
 from ._diagnostics import calls_message, unmatched_message
-from ._engine import Engine, Upstream
+from ._engine import Engine, RequestListener, Upstream
 from ._fixture_files import load_path, parse_document
 from ._jobs import QueueConfig
 from ._journal import FalRequest, UnmatchedRequest, Upload, WebhookDelivery
@@ -20,6 +20,7 @@ from ._payloads import constant, image_renderer, json_ready, video_renderer
 from ._routing import Route
 from ._server import FalMockServer
 from ._settings import Settings, marker_overrides, queue_config
+from ._signing import WebhookSigner
 from ._stores import Stores
 from ._stubs import (
     InputMatcher,
@@ -31,7 +32,7 @@ from ._stubs import (
     make_stub,
     model_spec,
 )
-from ._urls import proxy_url
+from ._urls import jwks_url, proxy_url
 from ._webhooks import WebhookSender
 
 if TYPE_CHECKING:
@@ -108,8 +109,9 @@ class FalMock:
         self._defaults = dataclasses.replace(defaults, **{k: v for k, v in given.items() if v is not None})
         self._settings = self._defaults
         self._stores = Stores(max_jobs=self._defaults.max_jobs)
-        self._engine = Engine(self._stores, self._current_settings, upstream)
-        self._webhooks = WebhookSender(self._stores, self._current_settings)
+        signer = WebhookSigner()  # one key per mock, made on first use
+        self._engine = Engine(self._stores, self._current_settings, upstream, signer)
+        self._webhooks = WebhookSender(self._stores, self._current_settings, signer)
         self._engine.completion_listeners.append(self._webhooks.job_completed)
         handlers = {route: self._engine.handle for route in self._engine.routes}
         handlers.update(Control(self).handlers)
@@ -161,6 +163,12 @@ class FalMock:
     def port(self) -> int:
         return self._server.port
 
+    @property
+    def webhook_jwks_url(self) -> str:
+        """The JWKS this mock's webhook signatures verify against - point the app's verifier here
+        instead of ``https://rest.fal.ai/.well-known/jwks.json``."""
+        return jwks_url(self.base_url)
+
     def __repr__(self) -> str:
         state = self.url if self.is_running() else "stopped"
         return f"<FalMock {state}>"
@@ -208,6 +216,7 @@ class FalMock:
         status: int = 200,
         error_type: Optional[str] = None,
         events: Optional[list[Any]] = None,
+        headers: Optional[Mapping[str, str]] = None,
     ) -> None:
         where = f"fal_mock.{helper}()"
         allowed = StubOptions.__optional_keys__ if events is None else StreamOptions.__optional_keys__
@@ -238,6 +247,7 @@ class FalMock:
                 latency=options.get("latency", 0.0),
                 error_type=error_type,
                 events=events,
+                headers=headers,
             )
         except OptionError as exc:
             raise ValueError(f"{where}: {exc}") from None
@@ -272,12 +282,15 @@ class FalMock:
         detail: Any = None,
         error_type: Optional[str] = None,
         times: Optional[int] = None,
+        headers: Optional[Mapping[str, str]] = None,
         **options: Unpack[ErrorOptions],
     ) -> None:
         """Fail requests for ``model``: a queue job completes with an error, a run answers it.
 
-        The error body is ``{"detail": detail}``; ``detail`` defaults to a FastAPI-style
-        validation list for 422 and to the HTTP reason phrase otherwise.
+        The error body is ``{"detail": detail}`` (plus ``"error_type"`` when given, also sent
+        as ``x-fal-error-type``); ``detail`` defaults to a FastAPI-style validation list for
+        422 and to the HTTP reason phrase otherwise. ``headers`` are extra response headers
+        (e.g. ``{"X-Fal-Request-Timeout-Type": "user"}`` on a 504, ``{"Retry-After": "1"}``).
         """
         if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
             raise ValueError(
@@ -288,7 +301,11 @@ class FalMock:
                 detail = [{"loc": ["body"], "msg": "Validation error (fal_mock)", "type": "value_error"}]
             else:
                 detail = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+        if error_type is not None and not isinstance(error_type, str):
+            raise TypeError(f"fal_mock.on_error(): error_type must be a str, got {error_type!r}")
         body = {"detail": json_ready(detail, "fal_mock.on_error()")}
+        if error_type is not None:
+            body["error_type"] = error_type
         self._register(
             "on_error",
             model,
@@ -296,10 +313,17 @@ class FalMock:
             {**options, "times": times},
             status=status,
             error_type=error_type,
+            headers=headers,
         )
 
     def on_stream(self, model: ModelArg, events: Iterable[Any], **options: Unpack[StreamOptions]) -> None:
-        """Serve ``POST .../{model}/stream`` as ``text/event-stream``, one ``data:`` event each."""
+        """Serve stream requests for ``model`` as ``text/event-stream``, one ``data:`` event each.
+
+        A stream request is a run that asks for ``Accept: text/event-stream`` (``fal_client.stream``
+        on any ``path``, ``fal.stream``) or posts to ``.../{model}/stream``; ``model`` is the
+        endpoint id without that ``/stream``. A run that accepts any type (``fal.apps.stream``)
+        is served by a stream fixture when no run fixture matches it.
+        """
         items = json_ready(list(events), "fal_mock.on_stream()")
         self._register("on_stream", model, constant(items[-1] if items else None), options, events=items)
 
@@ -311,6 +335,11 @@ class FalMock:
         """Add session stubs from an already-parsed ``{"fixtures": [...]}`` document."""
         return self.add_session_stubs(parse_document(document, source))
 
+    def clear_session_stubs(self) -> int:
+        """Forget every session stub (fixture files, the control API, recordings); returns how
+        many there were. Per-test stubs stay until :meth:`reset`."""
+        return self._stores.clear_session_stubs()
+
     def add_session_stubs(self, stubs: Sequence[Stub]) -> int:
         """Register already-parsed stubs for the whole session (documented-internal: the plugin
         and the CLI parse fixture files up front, to report a bad file before serving)."""
@@ -319,6 +348,13 @@ class FalMock:
         return len(stubs)
 
     # -- inspecting ---------------------------------------------------------------------
+    def add_request_listener(self, listener: RequestListener) -> None:
+        """Call ``listener(request, unmatched)`` after each fal request is journaled (control
+        API calls excluded), on the thread serving it; ``unmatched`` is the
+        :class:`UnmatchedRequest` with each stub's reason when nothing matched, else None.
+        The standalone server logs through it."""
+        self._engine.request_listeners.append(listener)
+
     @property
     def requests(self) -> list[FalRequest]:
         """The journal: every request the mock received since the last reset, in order."""

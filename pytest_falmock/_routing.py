@@ -10,17 +10,29 @@ Routing knows HTTP and URL shapes and nothing else: no stubs, no jobs. Precedenc
 
 Every route is one of :data:`ROUTES`; the method rules (405 with ``Allow``, ``HEAD`` wherever
 ``GET`` is allowed) are applied here, once, for fal routes and control routes alike.
+
+A run is a stream (``run.stream``) when its ``Accept`` names ``text/event-stream`` (any method,
+like a run) or it posts to ``.../stream``; its model is the endpoint id without ``/stream``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Optional, get_args
 from urllib.parse import parse_qsl, urlsplit
 
-from ._constants import CDN_HOSTS, QUEUE_HOSTS, REST_HOSTS, RUN_HOSTS, TARGET_HOST_HEADER, TARGET_URL_HEADER
-from ._headers import Headers
+from ._constants import (
+    CDN_HOSTS,
+    QUEUE_HOSTS,
+    REQUEST_TIMEOUT_HEADER,
+    REST_HOSTS,
+    RUN_HOSTS,
+    TARGET_HOST_HEADER,
+    TARGET_URL_HEADER,
+)
+from ._headers import Headers, accepts_event_stream
 from ._urls import CONTROL_PREFIX, PREFIX, SERVICES, Service
 
 #: Every route a request can be routed to (the journal's ``route`` values, plus the control API).
@@ -35,21 +47,25 @@ Route = Literal[
     "storage.token",
     "storage.initiate",
     "realtime.token",
+    "webhook.jwks",
     "cdn.upload",
     "files.put",
     "files.get",
     "control.health",
     "control.fixtures",
+    "control.fixtures_clear",
     "control.reset",
     "control.requests",
+    "control.unmatched",
 ]
 ROUTES: tuple[Route, ...] = get_args(Route)
-#: Control routes by name (``/__falmock/<name>``) with the one method each accepts.
-CONTROL_ROUTES: dict[str, tuple[str, Route]] = {
-    "health": ("GET", "control.health"),
-    "fixtures": ("POST", "control.fixtures"),
-    "reset": ("POST", "control.reset"),
-    "requests": ("GET", "control.requests"),
+#: Control routes by name (``/__falmock/<name>``): the route of each method accepted.
+CONTROL_ROUTES: dict[str, dict[str, Route]] = {
+    "health": {"GET": "control.health"},
+    "fixtures": {"POST": "control.fixtures", "DELETE": "control.fixtures_clear"},
+    "reset": {"POST": "control.reset"},
+    "requests": {"GET": "control.requests"},
+    "unmatched": {"GET": "control.unmatched"},
 }
 
 
@@ -71,6 +87,8 @@ class Operation:
     file_name: Optional[str] = None
     #: The fal host a routing header named (``queue.fal.run``, ...); None for path-routed requests.
     fal_host: Optional[str] = None
+    #: ``X-Fal-Request-Timeout`` of a submit or run (``start_timeout``), in seconds.
+    start_timeout: Optional[float] = None
 
 
 class RouteError(Exception):
@@ -233,11 +251,12 @@ def _control(path: str, req: _Request) -> Operation:
     name = path[len(CONTROL_PREFIX) :].strip("/")
     known = CONTROL_ROUTES.get(name)
     if known is None:
-        routes = ", ".join(f"{method} {CONTROL_PREFIX}{n}" for n, (method, _) in CONTROL_ROUTES.items())
+        routes = ", ".join(
+            f"{method} {CONTROL_PREFIX}{n}" for n, methods in CONTROL_ROUTES.items() for method in methods
+        )
         raise _detail(404, f"Unknown control route {CONTROL_PREFIX}{name}; routes: {routes}", control=True)
-    method, route = known
-    req.check_method(method, route, control=True)
-    return req.op(route)
+    req.check_method(", ".join(known), next(iter(known.values())), control=True)
+    return req.op(known["GET" if req.method == "HEAD" else req.method])
 
 
 def _dispatch(service: Service, segments: list[str], req: _Request) -> Operation:
@@ -296,25 +315,49 @@ def _queue(segments: list[str], req: _Request) -> Operation:
     return _submit(segments, req)
 
 
+def start_timeout(headers: Headers, route: Route, model: Optional[str]) -> Optional[float]:
+    """``X-Fal-Request-Timeout`` in seconds (None when absent); anything but a positive number is a 400."""
+    raw = headers.get(REQUEST_TIMEOUT_HEADER)
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw.strip())
+    except ValueError:
+        seconds = math.nan
+    if not (seconds > 0 and math.isfinite(seconds)):
+        message = f"X-Fal-Request-Timeout must be a positive number of seconds, got {raw[:40]!r}"
+        raise _detail(400, message, route=route, model=model)
+    return seconds
+
+
 def _submit(segments: list[str], req: _Request) -> Operation:
     if not segments:
         raise _detail(404, f"No model id in {req.path}: submit to .../{{owner}}/{{model}}")
     model = "/".join(segments)
     req.check_method("POST", "queue.submit", model)
-    return req.op("queue.submit", model=model, input=parse_input(req.body, "queue.submit", model))
+    return req.op(
+        "queue.submit",
+        model=model,
+        input=parse_input(req.body, "queue.submit", model),
+        start_timeout=start_timeout(req.headers, "queue.submit", model),
+    )
 
 
 def _run(segments: list[str], req: _Request) -> Operation:
     if not segments:
         raise _detail(404, f"No model id in {req.path}: run .../{{owner}}/{{model}}")
-    if len(segments) > 1 and segments[-1] == "stream":
-        model = "/".join(segments[:-1])
-        req.check_method("POST", "run.stream", model)
-        return req.op("run.stream", model=model, input=parse_input(req.body, "run.stream", model))
-    model = "/".join(segments)
+    suffixed = len(segments) > 1 and segments[-1] == "stream"
+    asks_for_stream, _ = accepts_event_stream(req.headers)
+    route: Route = "run.stream" if suffixed or asks_for_stream else "run"
+    model = "/".join(segments[:-1] if suffixed else segments)
+    if suffixed and not asks_for_stream:
+        req.check_method("POST", route, model)
     if req.method in ("GET", "HEAD") and not req.body:
-        return req.op("run", model=model, input=dict(req.query) or None)
-    return req.op("run", model=model, input=parse_input(req.body, "run", model))
+        request_input = dict(req.query) or None
+    else:
+        request_input = parse_input(req.body, route, model)
+    timeout = start_timeout(req.headers, route, model)
+    return req.op(route, model=model, input=request_input, start_timeout=timeout)
 
 
 def _rest(segments: list[str], req: _Request) -> Operation:
@@ -329,6 +372,9 @@ def _rest(segments: list[str], req: _Request) -> Operation:
         raise _detail(501, "multipart uploads are not supported by fal_mock")
     if path == "tokens":
         return req.op("realtime.token")
+    if path == ".well-known/jwks.json":
+        req.check_method("GET", "webhook.jwks")
+        return req.op("webhook.jwks")
     raise _detail(404, f"Unknown fal REST route: /{path}")
 
 

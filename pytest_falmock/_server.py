@@ -29,7 +29,7 @@ from werkzeug.wrappers import Request, Response
 
 from . import _routing as routing
 from ._constants import CDN_HOSTS, QUEUE_HOSTS, REST_HOSTS, RUN_HOSTS
-from ._headers import Headers
+from ._headers import FRAMING_HEADERS, Headers
 from ._http import FastServer
 from ._http_wire import HttpRequest, HttpResponse, header_lines
 from ._reply import JSON, Reply
@@ -56,7 +56,7 @@ _PREFLIGHT_HEAD = header_lines(PREFLIGHT.items())
 _JSON_HEAD = header_lines([*CORS.items(), ("Content-Type", JSON)])
 #: Names the server sets itself; a reply header of the same name replaces (or is dropped for) them.
 _OWN = frozenset({*(name.lower() for name in CORS), "content-type"})
-_FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "date"})
+_FRAMING = FRAMING_HEADERS
 FAL_HOSTS = QUEUE_HOSTS | RUN_HOSTS | REST_HOSTS | CDN_HOSTS
 _HOST = re.compile(r"^(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)

@@ -51,23 +51,46 @@ class Stores:
             stubs.append(stub)
 
     def claim(
-        self, kind: Kind, model: str, request_input: Any, *, include_session: bool = True
+        self,
+        kind: Kind,
+        model: str,
+        request_input: Any,
+        *,
+        include_session: bool = True,
+        fallback: Optional[Kind] = None,
     ) -> tuple[Optional[Stub], list[tuple[str, str]]]:
         """The first stub that serves the request (its use counted), or every reason why none does.
 
         Per-test stubs are tried newest first, then session stubs in order;
-        ``include_session=False`` tries per-test stubs only (record mode ``all``).
+        ``include_session=False`` tries per-test stubs only (record mode ``all``). When no stub
+        serves ``kind``, stream stubs are tried as ``fallback`` (a run that takes a stream).
         """
-        reasons: list[tuple[str, str]] = []
+        tried: list[tuple[Stub, str]] = []
         with self.lock:
             candidates = [*reversed(self.test_stubs), *(self.session_stubs if include_session else ())]
             for stub in candidates:
                 reason = stub.reject_reason(kind, model, request_input)
                 if reason is None:
                     stub.used += 1
-                    return stub, reasons
-                reasons.append((stub.label, reason))
-        return None, reasons
+                    return stub, []
+                tried.append((stub, reason))
+            if fallback is not None:
+                for i, (stub, _) in enumerate(tried):
+                    if not stub.is_stream:
+                        continue
+                    reason = stub.reject_reason(fallback, model, request_input)
+                    if reason is None:
+                        stub.used += 1
+                        return stub, []
+                    tried[i] = (stub, reason)
+        return None, [(stub.label, reason) for stub, reason in tried]
+
+    def clear_session_stubs(self) -> int:
+        """Forget every session stub; returns how many there were."""
+        with self.lock:
+            count = len(self.session_stubs)
+            self.session_stubs.clear()
+            return count
 
     # -- request generations ------------------------------------------------------------
     def begin_request(self) -> int:

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping, Optional, Pattern, Sequence, Union
 
+from ._headers import HeaderError, stub_headers
+
 #: What a request asks for: a queue submit, a synchronous run, or a streamed run.
 Kind = Literal["queue", "run", "stream"]
 #: The kinds a stub can be restricted to (``route=`` of the helpers, ``match.route`` of files).
@@ -68,6 +70,8 @@ class Stub:
     latency: float = 0.0
     error_type: Optional[str] = None
     events: Optional[Sequence[Any]] = None
+    #: Extra response headers (validated by :func:`._headers.stub_headers`).
+    headers: Mapping[str, str] = field(default_factory=dict)
     #: Set on stubs a recording produced: a later recording with the same key replaces this one.
     recording_key: Optional[str] = None
     used: int = field(default=0)
@@ -81,7 +85,10 @@ class Stub:
         if kind == "stream" and not self.is_stream and (self.status < 400 or self.only_kind == "queue"):
             return "not a stream fixture (register one with on_stream())"
         if kind != "stream" and self.is_stream:
-            return f"stream fixture, request is a {kind} request (POST .../{{model}}/stream)"
+            return (
+                f"stream fixture, request is a {kind} request "
+                "(a stream asks for Accept: text/event-stream or posts to .../stream)"
+            )
         if kind != "stream" and self.only_kind is not None and self.only_kind != kind:
             return f"route={self.only_kind!r}, request is a {kind} request"
         if isinstance(self.model, str):
@@ -117,11 +124,17 @@ def make_stub(
     latency: Any = 0.0,
     error_type: Optional[str] = None,
     events: Optional[Sequence[Any]] = None,
+    headers: Any = None,
 ) -> Stub:
-    """A validated :class:`Stub`; ``times`` and ``latency`` out of range raise :class:`OptionError`.
+    """A validated :class:`Stub`; ``times``, ``latency`` or ``headers`` out of range raise
+    :class:`OptionError`.
 
     The one place the helpers and the fixture-file parser build stubs.
     """
+    try:
+        extra_headers = stub_headers(headers)
+    except HeaderError as exc:
+        raise OptionError("headers", exc.requirement, exc.value) from None
     if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
         raise OptionError("times", "a positive integer", times)
     if isinstance(latency, bool) or not isinstance(latency, (int, float)) or not latency >= 0:
@@ -137,6 +150,7 @@ def make_stub(
         latency=float(latency),
         error_type=error_type,
         events=events,
+        headers=extra_headers,
     )
 
 

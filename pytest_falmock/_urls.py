@@ -55,5 +55,10 @@ def file_url(base_url: str, file_id: str, name: str) -> str:
     return f"{service_url(base_url, 'files')}/{file_id}/{name}"
 
 
+def jwks_url(base_url: str) -> str:
+    """Where the webhook signing keys are published (fal's ``https://rest.fal.ai/.well-known/jwks.json``)."""
+    return f"{service_url(base_url, 'rest')}/.well-known/jwks.json"
+
+
 def control_url(base_url: str, name: str) -> str:
     return f"{base_url}{CONTROL_PREFIX}{name}"

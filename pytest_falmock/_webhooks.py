@@ -1,7 +1,8 @@
 """Webhook delivery: when a job with ``?fal_webhook=<url>`` completes, POST fal's webhook body.
 
-Deliveries run on background threads; only loopback URLs are contacted unless remote
-webhooks are allowed. Every attempt (or refusal) is recorded in ``fal_mock.webhooks``.
+Deliveries run on background threads, signed as fal signs them (:mod:`._signing`); only
+loopback URLs are contacted unless remote webhooks are allowed. Every attempt (or refusal) is
+recorded in ``fal_mock.webhooks``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from ._constants import CANCELLED_MESSAGE
@@ -19,6 +20,7 @@ from ._jobs import Job
 from ._journal import WebhookDelivery
 from ._net import is_loopback, open_url
 from ._settings import Settings
+from ._signing import WebhookSigner
 from ._stores import Stores
 
 #: Socket timeout of one delivery (connect, then the answer).
@@ -28,29 +30,43 @@ DRAIN_TIMEOUT = 2 * DELIVERY_TIMEOUT + 1.0
 
 
 def webhook_body(job: Job) -> dict[str, Any]:
-    """fal's webhook payload for a completed job."""
+    """fal's webhook payload for a completed job.
+
+    ``status`` is ``OK`` or ``ERROR`` (with ``error`` like ``"Invalid status code: 422"`` and
+    the error body as ``payload``); a payload that is not valid JSON (e.g. a NaN the request
+    put into it) is sent as ``null`` with ``payload_error`` saying why.
+    """
     body: dict[str, Any] = {
         "request_id": job.request_id,
         "gateway_request_id": job.request_id,
         "status": "ERROR" if job.failed else "OK",
     }
     if job.cancelled:
-        body["payload"] = {"detail": CANCELLED_MESSAGE}
+        payload: Any = {"detail": CANCELLED_MESSAGE}
         body["error"] = CANCELLED_MESSAGE
-    elif job.failed:
-        body["payload"] = job.result_body
-        body["error"] = f"Invalid status code: {job.result_status}"
     else:
-        body["payload"] = job.result_body
+        payload = job.result_body
+        if job.failed:
+            body["error"] = f"Invalid status code: {job.result_status}"
+    try:
+        json.dumps(payload, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        body["payload"] = None
+        body["payload_error"] = f"Payload is not valid JSON: {exc}"
+    else:
+        body["payload"] = payload
     return body
 
 
 class WebhookSender:
     """Delivers the webhooks of completed jobs; ``settings`` returns the mock's settings of the moment."""
 
-    def __init__(self, stores: Stores, settings: Callable[[], Settings]) -> None:
+    def __init__(
+        self, stores: Stores, settings: Callable[[], Settings], signer: Optional[WebhookSigner] = None
+    ) -> None:
         self._stores = stores
         self._settings = settings
+        self.signer = signer if signer is not None else WebhookSigner()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
@@ -92,19 +108,20 @@ class WebhookSender:
 
     def _deliver(self, url: str, request_id: str, body: dict[str, Any], generation: int) -> None:
         data = json.dumps(body).encode()
-        request = urllib.request.Request(
-            url,
-            data=data,
-            method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": "fal_mock-webhook"},
-        )
+        signed = self.signer.headers(request_id, data, int(time.time()))  # wall time: receivers check it
+        headers = {"Content-Type": "application/json", "User-Agent": "fal_mock-webhook", **signed}
+        request = urllib.request.Request(url, data=data, method="POST", headers=headers)
+
+        def sent(outcome: str, **result: Any) -> WebhookDelivery:
+            return WebhookDelivery(url, request_id, body, outcome, headers=headers, data=data, **result)
+
         try:
             with open_url(request, DELIVERY_TIMEOUT) as response:
-                delivery = WebhookDelivery(url, request_id, body, "delivered", status_code=response.status)
+                delivery = sent("delivered", status_code=response.status)
         except urllib.error.HTTPError as exc:
-            delivery = WebhookDelivery(url, request_id, body, "delivered", status_code=exc.code)
+            delivery = sent("delivered", status_code=exc.code)
         except Exception as exc:  # OSError, http.client.InvalidURL, ...: record it, never crash the thread
-            delivery = WebhookDelivery(url, request_id, body, "failed", error=f"{type(exc).__name__}: {exc}")
+            delivery = sent("failed", error=f"{type(exc).__name__}: {exc}")
         self._stores.add_webhook(delivery, generation)
 
     def drain(self, timeout: float = DRAIN_TIMEOUT) -> None:

@@ -59,7 +59,7 @@ def test_post_fixtures_adds_session_fixtures(mock: FalMock) -> None:
         ),
         (
             b'{"fixtures": [{"match": {"model": "m"}, "response": {}}]}',
-            'fixtures[0].response: needs a "json" body',
+            'fixtures[0].response: needs exactly one of "json" (a body) or "events" (a stream)',
         ),
     ],
 )

@@ -321,7 +321,8 @@ def test_queue_cancel_then_status_result_and_cancel_again(node_bin: str, fal_moc
         "error": "Request was cancelled",
         "error_type": "request_cancelled",
     }
-    assert result["result"] == {"error": api_error(400, {"detail": "Request was cancelled"}, rid)}
+    cancelled = {"detail": "Request was cancelled", "error_type": "request_cancelled"}
+    assert result["result"] == {"error": api_error(400, cancelled, rid)}
     assert result["again"] == {"error": api_error(400, {"status": "ALREADY_COMPLETED"}, "")}
     assert wire(fal_mock) == [
         ("POST", "queue.submit", "https://queue.fal.run/fal-ai/flux/dev", 200),
@@ -512,10 +513,13 @@ def test_other_statuses_are_api_errors_with_status_and_body(node_bin: str, fal_m
     result = run_js(node_bin, fal_mock, "error_api")
 
     submit, status, _, run, stream = fal_mock.requests
+    broke = {"detail": "stream broke", "error_type": "internal_error"}
     assert result == {
-        "viaSubscribe": {"error": api_error(400, {"detail": "bad prompt"}, submit.request_id)},
+        "viaSubscribe": {
+            "error": api_error(400, {"detail": "bad prompt", "error_type": "bad_input"}, submit.request_id)
+        },
         "viaRun": {"error": api_error(401, {"detail": "nope"}, run.request_id)},
-        "viaStream": {"error": api_error(500, {"detail": "stream broke"}, stream.request_id)},
+        "viaStream": {"error": api_error(500, broke, stream.request_id)},
     }
     rid = submit.request_id or ""
     assert wire(fal_mock) == [

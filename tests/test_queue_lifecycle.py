@@ -58,8 +58,8 @@ def test_default_job_is_completed_at_submit(fal_mock):
     assert body["metrics"] == {"inference_time": 0.0}
     assert [entry["message"] for entry in body["logs"]] == ["Job enqueued.", "Job completed."]
     for entry in body["logs"]:
-        assert set(entry) == {"timestamp", "level", "message"}
-        assert entry["level"] == "INFO"
+        assert set(entry) == {"timestamp", "level", "source", "message"}
+        assert (entry["level"], entry["source"]) == ("INFO", "user")
     result = http("GET", env["response_url"])
     assert result.status == 200
     assert result.json == PAYLOAD
@@ -152,7 +152,8 @@ def test_cancel_before_completion(fal_mock):
         assert status.json["logs"][-1]["message"] == "Job cancelled."
     result = http("GET", env["response_url"])
     assert result.status == 400
-    assert result.json == {"detail": "Request was cancelled"}
+    assert result.json == {"detail": "Request was cancelled", "error_type": "request_cancelled"}
+    assert result.headers["x-fal-error-type"] == "request_cancelled"
     again = http("PUT", env["cancel_url"])
     assert again.status == 400
     assert again.json == {"status": "ALREADY_COMPLETED"}

@@ -81,10 +81,28 @@ def test_completed_job_posts_the_ok_webhook(fal_mock: FalMock, receiver: HTTPSer
         "status": "OK",
         "payload": {"images": []},
     }
-    assert fal_mock.webhooks == [WebhookDelivery(url, handle.request_id, body, "delivered", status_code=200)]
-    assert received(receiver) == [body]
+    (delivery,) = fal_mock.webhooks
     (request, _) = receiver.log[0]
+    sent = dict(request.headers)
+    assert delivery == WebhookDelivery(
+        url,
+        handle.request_id,
+        body,
+        "delivered",
+        status_code=200,
+        headers={name: sent[name] for name in delivery.headers},
+        data=request.get_data(),
+    )
+    assert received(receiver) == [body]
     assert request.headers["Content-Type"] == "application/json"
+    assert {name.lower() for name in delivery.headers} == {
+        "content-type",
+        "user-agent",
+        "x-fal-webhook-request-id",
+        "x-fal-webhook-user-id",
+        "x-fal-webhook-timestamp",
+        "x-fal-webhook-signature",
+    }
     assert fal_mock.requests[0].query == {"fal_webhook": url}
 
 
