@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Optional, Sequence, TextIO
+from urllib.parse import urlsplit
 
+from ._constants import TARGET_URL_HEADER
 from ._journal import FalRequest, UnmatchedRequest
+from ._secrets import redact_text
 from ._stubs import summarize
+
+#: Reasons a log line shows for an unmatched request (the rest are counted).
+LOGGED_REASONS = 3
 
 HOW_TO_RELAX = (
     "If these requests are expected, register a fixture for them, or mark the test with "
@@ -45,3 +52,48 @@ def calls_message(
     if not calls and not others:
         lines.append("No submit, run or stream request reached the mock.")
     return "\n".join(lines)
+
+
+def _target(request: FalRequest) -> str:
+    """Where the request went: its path, or the fal URL a proxy header named (no query string)."""
+    target = request.headers.get(TARGET_URL_HEADER, "").strip()
+    if not target:
+        return request.path
+    try:
+        parts = urlsplit(target)
+        where = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+    except ValueError:
+        where = "(malformed x-fal-target-url)"
+    return f"{where} via {request.path}"
+
+
+def request_line(
+    request: FalRequest, unmatched: Optional[UnmatchedRequest] = None, secrets: Sequence[str] = ()
+) -> str:
+    """One log line for a served request: method, where, status, route and model; an
+    unmatched one ends with why each stub refused it. Headers, query strings and bodies are
+    never shown (no credential, ``fal_jwt_token`` or webhook URL); ``secrets`` are redacted
+    from the rest."""
+    about = [f"route {request.route}" if request.route else "unrouted"]
+    if request.model:
+        about.append(f"model {request.model}")
+    line = f"{request.method} {_target(request)} -> {request.status_code} ({', '.join(about)})"
+    if unmatched is not None:
+        reasons = [f"{label}: {reason}" for label, reason in unmatched.reasons]
+        shown = "; ".join(reasons[:LOGGED_REASONS]) or "no fixtures are registered"
+        more = len(reasons) - LOGGED_REASONS
+        line += f" UNMATCHED: {shown}" + (f" (+{more} more)" if more > 0 else "")
+    return "fal-mock: " + redact_text(line, secrets)
+
+
+class RequestLog:
+    """A request listener (:meth:`FalMock.add_request_listener`) that writes one
+    :func:`request_line` per request to ``stream``."""
+
+    def __init__(self, stream: TextIO, secrets: Sequence[str] = ()) -> None:
+        self.stream = stream
+        self.secrets = tuple(secrets)
+
+    def __call__(self, request: FalRequest, unmatched: Optional[UnmatchedRequest]) -> None:
+        with contextlib.suppress(OSError, ValueError):  # the log went away (closed pipe): serve on
+            print(request_line(request, unmatched, self.secrets), file=self.stream, flush=True)

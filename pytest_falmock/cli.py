@@ -2,10 +2,11 @@
 
     fal-mock --fixtures fal.json [--host 127.0.0.1] [--port 4005]
              [--polls-before-in-progress A] [--polls-before-completed C]
-             [--record-mode MODE --upstream URL] [--allow-remote-webhooks]
+             [--record-mode MODE --upstream URL] [--allow-remote-webhooks] [--quiet]
 
-Prints the proxy URL (``http://127.0.0.1:4005/fal``) on stdout once it serves, and exits 0 on
-SIGINT or SIGTERM. Drive it over HTTP with the control API under ``/__falmock/``.
+Prints the proxy URL (``http://127.0.0.1:4005/fal``) on stdout once it serves, one line per
+request on stderr (unless ``--quiet``), and exits 0 on SIGINT or SIGTERM. Drive it over HTTP
+with the control API under ``/__falmock/``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from types import FrameType
 from typing import Optional, Sequence
 
 from . import __version__
+from ._diagnostics import RequestLog
 from ._errors import FalMockUsageError
 from ._fixture_files import FixtureFileError, load_path
 from ._mock import FalMock
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fal-mock",
         description="Serve a local, deterministic stand-in for the fal.ai API "
-        "(control API under /__falmock/: health, fixtures, reset, requests).",
+        "(control API under /__falmock/: health, fixtures, reset, requests, unmatched).",
     )
     parser.add_argument(
         "--fixtures",
@@ -79,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="deliver fal_webhook callbacks to non-loopback URLs too",
     )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="do not log each request on stderr (method, path, status, route, model; why nothing matched)",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -116,6 +123,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     record = settings.record
     recorder = recorder_for(record)
     mock = FalMock(args.host, args.port, settings=settings, upstream=recorder)
+    if not args.quiet:
+        mock.add_request_listener(RequestLog(sys.stderr, Credentials.from_env().secrets))
     try:
         for path in args.fixtures:
             if record.recording and Path(path) == record.target and not Path(path).exists():

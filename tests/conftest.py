@@ -7,6 +7,7 @@ from typing import Callable, Iterator
 import pytest
 from fake_fal_upstream import FakeFal
 from httpclient import HttpResult, http
+from pytest_httpserver import HTTPServer
 
 
 @pytest.fixture
@@ -21,3 +22,18 @@ def fake() -> Iterator[FakeFal]:
     server = FakeFal().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def receiver_server() -> Iterator[HTTPServer]:
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    with server:
+        yield server
+
+
+@pytest.fixture
+def receiver(receiver_server: HTTPServer) -> Iterator[HTTPServer]:
+    """A loopback webhook receiver answering 200 on ``/hook`` (other paths per test)."""
+    receiver_server.expect_request("/hook", method="POST").respond_with_json({"received": True})
+    yield receiver_server
+    receiver_server.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -17,14 +18,18 @@ import pytest
 from fake_fal_upstream import FakeFal
 from httpclient import http
 
+from pytest_falmock import FalMock
+from pytest_falmock._diagnostics import RequestLog
 from pytest_falmock.cli import DEFAULT_HOST, DEFAULT_PORT, build_parser
 
 JS_DIR = Path(__file__).parent / "js"
 FLUX = {"images": [{"url": "https://x/cat.png"}]}
+EVENTS = [{"partial": "Hel"}, {"partial": "Hello"}, {"output": "Hello!"}]
 DOC = {
     "fixtures": [
         {"match": {"model": "fal-ai/flux/dev"}, "response": {"json": FLUX}},
         {"match": {"model": "fal-ai/whisper"}, "response": {"json": {"text": "hello"}}},
+        {"match": {"model": "fal-ai/any-llm"}, "response": {"events": EVENTS}},
     ]
 }
 KEY = "fk-cli-0123456789:cli-secret-abcdefgh"
@@ -250,9 +255,130 @@ def test_the_real_js_client_against_the_standalone_server(start: Start, fixtures
     assert out["subscribe"]["updates"][-1] == "COMPLETED"
     assert "IN_PROGRESS" in out["subscribe"]["updates"]
     assert out["run"] == {"text": "hello"}
+    assert out["stream"] == {"events": EVENTS, "done": EVENTS[-1]}  # a stream fixture from the file
     assert {f["url"] for f in out["fetches"]} == {server.url}  # everything through the proxy URL
     routes = [r["route"] for r in server.control("GET", "requests").json]
     assert routes[0] == "queue.submit"
-    assert routes[-1] == "run"
+    assert routes[-2:] == ["run", "run.stream"]
     assert "queue.result" in routes
-    assert server.stop()[0] == 0
+    code, err = server.stop()
+    assert code == 0
+    logged = [line for line in err.splitlines() if line.startswith("fal-mock: ") and " -> " in line]
+    assert len(logged) == len(routes)  # one line per request
+    assert logged[-1] == (
+        "fal-mock: POST https://fal.run/fal-ai/any-llm/stream via /fal -> 200 "
+        "(route run.stream, model fal-ai/any-llm)"
+    )
+
+
+# -- control API additions and the request log ------------------------------------------------
+def test_unmatched_lists_each_request_with_every_fixtures_reason(start: Start, fixtures: Path) -> None:
+    server = start("--fixtures", str(fixtures))
+    assert http("POST", f"{server.url}/run/fal-ai/unknown", {"prompt": "?"}).status == 404
+
+    (unmatched,) = server.control("GET", "unmatched").json
+
+    assert {k: v for k, v in unmatched.items() if k != "reasons"} == {
+        "method": "POST",
+        "path": "/fal/run/fal-ai/unknown",
+        "route": "run",
+        "model": "fal-ai/unknown",
+        "input": {"prompt": "?"},
+    }
+    where = f"{fixtures}: fixtures"
+    assert unmatched["reasons"] == [
+        {
+            "fixture": f"{where}[0] (model fal-ai/flux/dev)",
+            "reason": "model 'fal-ai/flux/dev' != 'fal-ai/unknown'",
+        },
+        {
+            "fixture": f"{where}[1] (model fal-ai/whisper)",
+            "reason": "model 'fal-ai/whisper' != 'fal-ai/unknown'",
+        },
+        {  # a run without Accept may be served by a stream fixture: the stream's reason
+            "fixture": f"{where}[2] (model fal-ai/any-llm)",
+            "reason": "model 'fal-ai/any-llm' != 'fal-ai/unknown'",
+        },
+    ]
+    server.control("POST", "reset")
+    assert server.control("GET", "unmatched").json == []
+
+
+def test_delete_fixtures_clears_the_session_fixtures(start: Start, fixtures: Path) -> None:
+    server = start("--fixtures", str(fixtures))
+    assert http("POST", f"{server.url}/run/fal-ai/whisper", {}).status == 200
+
+    cleared = server.control("DELETE", "fixtures")
+
+    assert (cleared.status, cleared.json) == (200, {"removed": 3})
+    assert http("POST", f"{server.url}/run/fal-ai/whisper", {}).status == 404
+    assert server.control("DELETE", "fixtures").json == {"removed": 0}
+    assert server.control("POST", "fixtures", DOC).status == 201  # and new ones can come in
+    assert http("POST", f"{server.url}/run/fal-ai/whisper", {}).json == {"text": "hello"}
+    wrong = server.control("PUT", "fixtures")
+    assert (wrong.status, wrong.headers["Allow"]) == (405, "POST, DELETE, OPTIONS")
+
+
+def test_one_log_line_per_request_without_secrets(start: Start, fixtures: Path) -> None:
+    server = start("--fixtures", str(fixtures), env={"FAL_KEY": KEY})
+    auth = {"Authorization": f"Key {KEY}"}
+    http("POST", f"{server.url}/run/fal-ai/whisper?fal_jwt_token=tok-secret-123", {}, headers=auth)
+    http("POST", f"{server.url}/queue/fal-ai/unknown?fal_webhook=http://127.0.0.1:1/h", {}, headers=auth)
+    http(
+        "GET",
+        server.url,
+        headers={**auth, "x-fal-target-url": f"https://rest.fal.ai/nope?fal_jwt_token={KEY}"},
+    )
+    http("GET", f"{server.url}/nowhere")
+    server.control("GET", "health")
+
+    code, err = server.stop()
+
+    assert code == 0
+    logged = [line for line in err.splitlines() if " -> " in line]
+    assert logged == [
+        "fal-mock: POST /fal/run/fal-ai/whisper -> 200 (route run, model fal-ai/whisper)",
+        "fal-mock: POST /fal/queue/fal-ai/unknown -> 404 (route queue.submit, model fal-ai/unknown) "
+        "UNMATCHED: "
+        f"{fixtures}: fixtures[0] (model fal-ai/flux/dev): model 'fal-ai/flux/dev' != 'fal-ai/unknown'; "
+        f"{fixtures}: fixtures[1] (model fal-ai/whisper): model 'fal-ai/whisper' != 'fal-ai/unknown'; "
+        f"{fixtures}: fixtures[2] (model fal-ai/any-llm): stream fixture, request is a queue request "
+        "(a stream asks for Accept: text/event-stream or posts to .../stream)",
+        "fal-mock: GET https://rest.fal.ai/nope via /fal -> 404 (unrouted)",
+        "fal-mock: GET /fal/nowhere -> 404 (unrouted)",
+    ]
+    for secret in (KEY, "cli-secret-abcdefgh", "fk-cli-0123456789", "tok-secret-123", "fal_webhook"):
+        assert secret not in err
+
+
+def test_quiet_logs_no_requests(start: Start, fixtures: Path) -> None:
+    server = start("--fixtures", str(fixtures), "--quiet")
+    assert http("POST", f"{server.url}/run/fal-ai/whisper", {}).status == 200
+
+    code, err = server.stop()
+
+    assert code == 0
+    assert " -> " not in err
+    assert "control API at" in err
+
+
+def test_the_request_log_seam_in_process() -> None:
+    """What ``fal-mock`` wires up: a listener on the mock, secrets redacted, reasons capped."""
+    log = io.StringIO()
+    with FalMock() as mock:
+        mock.add_request_listener(RequestLog(log, ("cli-secret-abcdefgh",)))
+        for i in range(5):
+            mock.on_run(f"fal-ai/model-{i}", {})
+        http("POST", f"{mock.url}/run/fal-ai/cli-secret-abcdefgh", {})
+        closed = io.StringIO()
+        closed.close()
+        mock.add_request_listener(RequestLog(closed))  # a log that went away does not break serving
+        assert http("POST", f"{mock.url}/run/fal-ai/model-0", {}).status == 200
+
+    first, second = log.getvalue().splitlines()
+    assert first.startswith(
+        "fal-mock: POST /fal/run/fal-ai/[REDACTED] -> 404 (route run, model fal-ai/[REDACTED]) UNMATCHED: "
+    )
+    assert first.count("!= 'fal-ai/[REDACTED]'") == 3
+    assert first.endswith(" (+2 more)")
+    assert second == "fal-mock: POST /fal/run/fal-ai/model-0 -> 200 (route run, model fal-ai/model-0)"

@@ -115,6 +115,44 @@ def test_unknown_routes_and_wrong_methods(mock: FalMock) -> None:
     assert mock.requests == []  # control calls are not journaled
 
 
+def test_unmatched_lists_requests_with_each_fixtures_reason(mock: FalMock) -> None:
+    control(mock, "POST", "fixtures", DOC)
+    http("POST", f"{mock.url}/queue/fal-ai/whisper", {"audio_url": "a.mp3"})
+
+    (unmatched,) = control(mock, "GET", "unmatched").json
+
+    assert unmatched == {
+        "method": "POST",
+        "path": "/fal/queue/fal-ai/whisper",
+        "route": "queue.submit",
+        "model": "fal-ai/whisper",
+        "input": {"audio_url": "a.mp3"},
+        "reasons": [
+            {
+                "fixture": "POST /__falmock/fixtures: fixtures[0] (model fal-ai/flux/dev)",
+                "reason": "model 'fal-ai/flux/dev' != 'fal-ai/whisper'",
+            },
+            {
+                "fixture": "POST /__falmock/fixtures: fixtures[1] (model fal-ai/whisper)",
+                "reason": "route='run', request is a queue request",
+            },
+        ],
+    }
+    assert control(mock, "HEAD", "unmatched").status == 200
+
+
+def test_delete_fixtures_forgets_session_fixtures_and_takes_no_body(mock: FalMock) -> None:
+    control(mock, "POST", "fixtures", DOC)
+    mock.on_run("fal-ai/whisper", {"text": "per test"})
+
+    answer = control(mock, "DELETE", "fixtures")
+
+    assert (answer.status, answer.json) == (200, {"removed": 2})
+    assert http("POST", f"{mock.url}/run/fal-ai/whisper", {}).json == {"text": "per test"}  # kept
+    assert http("POST", f"{mock.url}/queue/fal-ai/flux/dev", {}).status == 404
+    assert mock.clear_session_stubs() == 0
+
+
 def test_the_control_api_is_on_under_pytest(pytester: pytest.Pytester) -> None:
     """In its own session: fixtures posted there live for the rest of that session."""
     pytester.makepyfile(

@@ -57,6 +57,7 @@ def test_subscribe_with_logs_sees_queued_in_progress_completed(fal_mock: FalMock
     assert updates[0] == Queued(position=1)
     assert messages(updates[1]) == ["Job enqueued.", "Job started processing."]
     assert messages(updates[2]) == ["Job enqueued.", "Job started processing.", "Job completed."]
+    assert {(entry["level"], entry["source"]) for entry in updates[2].logs} == {("INFO", "user")}
     assert (updates[2].error, updates[2].error_type) == (None, None)
     assert set(updates[2].metrics) == {"inference_time"}
     submit = fal_mock.requests[0]

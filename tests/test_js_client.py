@@ -259,9 +259,9 @@ def test_queue_submit_status_result(node_bin: str, fal_mock: FalMock) -> None:
         "status": "IN_QUEUE",
     }
     first = result["first"]
-    assert [(log["level"], log["message"]) for log in first["logs"]] == [
-        ("INFO", "Job enqueued."),
-        ("INFO", "Job started processing."),
+    assert [(log["level"], log["source"], log["message"]) for log in first["logs"]] == [
+        ("INFO", "user", "Job enqueued."),
+        ("INFO", "user", "Job started processing."),
     ]
     assert first == {
         "status": "IN_PROGRESS",
@@ -563,3 +563,35 @@ def test_unmatched_model_is_a_404_api_error(node_bin: str, fal_mock: FalMock) ->
         "fal-ai/unknown-model",
         {"prompt": "?"},
     )
+
+
+def test_start_timeout_is_a_504_that_is_never_retried(node_bin: str, fal_mock: FalMock) -> None:
+    fal_mock.on_run(SDXL, {"never": "sent"}, latency=30)
+    fal_mock.on_queue(FLUX, {"never": "sent"}, latency=30)
+    fal_mock.on_error(
+        WHISPER, status=504, detail="Request timed out", headers={"X-Fal-Request-Timeout-Type": "user"}
+    )
+
+    result = run_js(node_bin, fal_mock, "start_timeout")
+
+    timed_out = {"detail": "Request timed out", "error_type": "request_timeout"}
+    run = next(r for r in fal_mock.requests if r.route == "run" and r.model == SDXL)
+    submit = next(r for r in fal_mock.requests if r.route == "queue.submit")
+    injected = next(r for r in fal_mock.requests if r.model == WHISPER)
+    assert result == {
+        "run": {"error": {**api_error(504, timed_out, run.request_id), "timeoutType": "user"}},
+        "subscribe": {"error": {**api_error(504, timed_out, submit.request_id), "timeoutType": "user"}},
+        "injected": {
+            "error": {
+                **api_error(504, {"detail": "Request timed out"}, injected.request_id),
+                "timeoutType": "user",
+            }
+        },
+    }
+    # exactly one attempt each: the JS client retries a plain 504 three times
+    routes = [(r.route, r.model) for r in fal_mock.requests if r.route != "queue.status"]
+    assert sorted(routes, key=str) == sorted(
+        [("run", SDXL), ("queue.submit", FLUX), ("queue.result", "fal-ai/flux"), ("run", WHISPER)], key=str
+    )
+    assert run.headers["x-fal-request-timeout"] == "1.01"
+    assert submit.headers["x-fal-request-timeout"] == "1.01"

@@ -136,6 +136,25 @@ def test_only_status_calls_advance_a_job(fal_mock):
 
 
 @pytest.mark.fal_queue(polls=2)
+def test_head_on_a_status_url_does_not_advance_the_job(fal_mock):
+    fal_mock.on_queue(MODEL, PAYLOAD)
+    env = submit(fal_mock).json
+    for _ in range(3):
+        head = http("HEAD", env["status_url"])
+        assert (head.status, head.body) == (202, b"")
+        assert head.headers["x-fal-request-id"] == env["request_id"]
+    states = [http("GET", env["status_url"]).json["status"] for _ in range(2)]
+    assert states == ["IN_PROGRESS", "COMPLETED"]
+    assert http("HEAD", env["status_url"]).status == 200
+    assert [(r.method, r.status_code) for r in fal_mock.requests[1:]] == [
+        *[("HEAD", 202)] * 3,
+        ("GET", 202),
+        ("GET", 200),
+        ("HEAD", 200),
+    ]
+
+
+@pytest.mark.fal_queue(polls=2)
 def test_cancel_before_completion(fal_mock):
     fal_mock.on_queue(MODEL, PAYLOAD)
     env = submit(fal_mock).json

@@ -11,7 +11,7 @@ import json
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import fal_client
 import httpx
@@ -27,21 +27,6 @@ FLUX = "fal-ai/flux/dev"
 VALIDATION = [{"loc": ["body", "prompt"], "msg": "field required", "type": "value_error.missing"}]
 REMOTE_HOST = "hooks.example.test"
 BLOCKED_HOST = "webhook.invalid"
-
-
-@pytest.fixture(scope="module")
-def receiver_server() -> Iterator[HTTPServer]:
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    with server:
-        yield server
-
-
-@pytest.fixture
-def receiver(receiver_server: HTTPServer) -> Iterator[HTTPServer]:
-    """A loopback webhook receiver answering 200 on ``/hook`` (other paths per test)."""
-    receiver_server.expect_request("/hook", method="POST").respond_with_json({"received": True})
-    yield receiver_server
-    receiver_server.clear()
 
 
 @pytest.fixture

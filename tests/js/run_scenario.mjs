@@ -28,6 +28,7 @@ function describeError(err) {
     out.status = err.status;
     out.body = err.body ?? null;
     out.requestId = err.requestId;
+    if (err.timeoutType !== undefined) out.timeoutType = err.timeoutType;
   }
   if (err instanceof ValidationError) {
     out.fieldErrors = err.fieldErrors;
@@ -206,6 +207,19 @@ const scenarios = {
     const first = await caught(fal.run("fal-ai/fast-sdxl", { input: { prompt: "again" } }));
     const second = await caught(fal.run("fal-ai/fast-sdxl", { input: { prompt: "again" } }));
     return { first, second };
+  },
+
+  // startTimeout: a fixture slower than it ends in fal's 504 (run at once, subscribe via its
+  // result), and an on_error 504 with X-Fal-Request-Timeout-Type; none is retried
+  async start_timeout() {
+    const [run, subscribe, injected] = await Promise.all([
+      caught(fal.run("fal-ai/fast-sdxl", { input: { prompt: "slow" }, startTimeout: 1.01 })),
+      caught(
+        fal.subscribe("fal-ai/flux/dev", { input: { prompt: "slow" }, startTimeout: 1.01, pollInterval: 10 }),
+      ),
+      caught(fal.run("fal-ai/whisper", { input: { audio_url: "https://example.com/a.mp3" } })),
+    ]);
+    return { run, subscribe, injected };
   },
 
   // a model without a fixture: 404 ApiError naming the model
