@@ -17,7 +17,7 @@ answers them through the small :class:`Controlled` protocol that
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, Union
 
 from ._fixture_files import FixtureFileError
 from ._journal import FalRequest, UnmatchedRequest
@@ -41,15 +41,16 @@ class Controlled(Protocol):
     def clear_session_stubs(self) -> int: ...
 
 
+def _request_fields(request: Union[FalRequest, UnmatchedRequest]) -> dict[str, Any]:
+    names = ("method", "path", "route", "model", "input")
+    return {name: getattr(request, name) for name in names}
+
+
 def request_record(request: FalRequest) -> dict[str, Any]:
     """A journal record as JSON (credentials already redacted; the raw body left out)."""
     return {
-        "method": request.method,
-        "path": request.path,
-        "route": request.route,
-        "model": request.model,
+        **_request_fields(request),
         "request_id": request.request_id,
-        "input": request.input,
         "query": dict(request.query),
         "headers": dict(request.headers.items()),
         "status_code": request.status_code,
@@ -58,14 +59,8 @@ def request_record(request: FalRequest) -> dict[str, Any]:
 
 def unmatched_record(request: UnmatchedRequest) -> dict[str, Any]:
     """An unmatched request as JSON, with each stub's reason for not serving it."""
-    return {
-        "method": request.method,
-        "path": request.path,
-        "route": request.route,
-        "model": request.model,
-        "input": request.input,
-        "reasons": [{"fixture": label, "reason": reason} for label, reason in request.reasons],
-    }
+    reasons = [{"fixture": label, "reason": reason} for label, reason in request.reasons]
+    return {**_request_fields(request), "reasons": reasons}
 
 
 class Control:

@@ -117,7 +117,7 @@ def parse_entry(entry: Any, where: str) -> Stub:
     if ("json" in response) == ("events" in response):
         raise _fail(f"{where}.response", 'needs exactly one of "json" (a body) or "events" (a stream)')
     events = response.get("events")
-    if events is not None:
+    if "events" in response:
         if not isinstance(events, list):
             raise _fail(f"{where}.response.events", f"expected a list of JSON values, got {events!r}")
         for key in ("status", "error_type"):

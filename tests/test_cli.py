@@ -370,15 +370,22 @@ def test_the_request_log_seam_in_process() -> None:
         for i in range(5):
             mock.on_run(f"fal-ai/model-{i}", {})
         http("POST", f"{mock.url}/run/fal-ai/cli-secret-abcdefgh", {})
+        proxied = {"x-fal-target-url": "https://fal.run/fal-ai/model-1?fal_jwt_token=cli-token-xyz"}
+        http("POST", mock.url, {}, headers=proxied)
+        http("POST", mock.url, {}, headers={"x-fal-target-url": "https://[fal.run/x"})
         closed = io.StringIO()
         closed.close()
         mock.add_request_listener(RequestLog(closed))  # a log that went away does not break serving
         assert http("POST", f"{mock.url}/run/fal-ai/model-0", {}).status == 200
 
-    first, second = log.getvalue().splitlines()
+    first, proxied_line, malformed, second = log.getvalue().splitlines()
     assert first.startswith(
         "fal-mock: POST /fal/run/fal-ai/[REDACTED] -> 404 (route run, model fal-ai/[REDACTED]) UNMATCHED: "
     )
     assert first.count("!= 'fal-ai/[REDACTED]'") == 3
     assert first.endswith(" (+2 more)")
+    assert proxied_line == (
+        "fal-mock: POST https://fal.run/fal-ai/model-1 via /fal -> 200 (route run, model fal-ai/model-1)"
+    )
+    assert malformed == "fal-mock: POST (malformed x-fal-target-url) via /fal -> 400 (unrouted)"
     assert second == "fal-mock: POST /fal/run/fal-ai/model-0 -> 200 (route run, model fal-ai/model-0)"

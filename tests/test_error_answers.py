@@ -179,6 +179,47 @@ def test_fixture_file_response_headers(call: Http) -> None:
 
 
 @pytest.mark.parametrize(
+    ("response", "message"),
+    [
+        ({"json": {}, "events": []}, 'response: needs exactly one of "json" (a body) or "events" (a stream)'),
+        ({}, 'response: needs exactly one of "json" (a body) or "events" (a stream)'),
+        ({"events": None}, "response.events: expected a list of JSON values, got None"),
+        ({"events": [], "status": 500}, 'response.status: a stream ("events") always answers 200'),
+        ({"events": [], "error_type": "x"}, 'response.error_type: a stream ("events") always answers 200'),
+    ],
+)
+def test_fixture_file_stream_entries_are_validated(response: Any, message: str) -> None:
+    document = {"fixtures": [{"match": {"model": SDXL}, "response": response}]}
+
+    with pytest.raises(FixtureFileError) as excinfo:
+        FalMock().add_fixture_document(document, "fal.json")
+
+    assert str(excinfo.value) == f"fal fixture file fal.json: fixtures[0].{message}"
+
+
+def test_a_fixture_file_stream_entry_refuses_a_route() -> None:
+    entry = {"match": {"model": SDXL, "route": "run"}, "response": {"events": []}}
+
+    with pytest.raises(FixtureFileError, match=r"fixtures\[0\]\.match\.route: a stream"):
+        FalMock().add_fixture_document({"fixtures": [entry]}, "fal.json")
+
+
+def test_a_fixture_file_stream_serves_fal_client_stream(call: Http) -> None:
+    events = [{"token": "a"}, {"token": "b"}]
+    entry = {"match": {"model": "fal-ai/any-llm"}, "response": {"events": events, "headers": {"X-A": "1"}}}
+    with FalMock() as mock:
+        mock.add_fixture_document({"fixtures": [entry]})
+
+        answer = call(
+            "POST", f"{mock.url}/run/fal-ai/any-llm/stream", {}, headers={"Accept": "text/event-stream"}
+        )
+
+    assert answer.status == 200
+    assert answer.headers["X-A"] == "1"
+    assert answer.body == b'data: {"token":"a"}\n\ndata: {"token":"b"}\n\n'
+
+
+@pytest.mark.parametrize(
     ("headers", "message"),
     [
         (["x"], "fixtures[0].response.headers: expected a dict of header names to string values, got ['x']"),

@@ -91,6 +91,7 @@ def test_a_get_to_the_stream_suffix_without_accept_is_still_405(fal_mock: FalMoc
         ("text/event-stream", "run.stream"),
         ("application/json, text/event-stream", "run.stream"),  # @fal-ai/client's fal.stream
         ("TEXT/EVENT-STREAM; q=0.5", "run.stream"),
+        ("text/event-stream; q=high", "run.stream"),  # an unreadable q is no refusal
         ("text/event-stream;q=0, application/json", "run"),  # q=0 refuses
         ("application/json", "run"),
         ("*/*", "run"),
