@@ -75,7 +75,7 @@ class WebhookDelivery:
     ``outcome`` is ``"delivered"`` (``status_code`` set), ``"failed"`` (``error`` set) or
     ``"blocked"`` (a non-loopback URL while remote webhooks are not allowed). ``headers`` and
     ``data`` are what was sent (the signature headers, the exact body bytes they sign); empty
-    when nothing was sent.
+    when nothing was sent, and left out of ``==``.
     """
 
     url: str
@@ -84,5 +84,5 @@ class WebhookDelivery:
     outcome: str
     status_code: Optional[int] = None
     error: Optional[str] = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    data: bytes = field(default=b"", repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, compare=False)
+    data: bytes = field(default=b"", repr=False, compare=False)
