@@ -11,7 +11,9 @@
    over N generated tests, against the same N empty tests, each file in its own pytest process;
 4. p50/p99 latency of one status poll with 10,000 jobs in the store, and memory per job;
 5. when ``node`` and ``npm`` are on PATH: the same cycle against ``@copilotkit/aimock``'s
-   ``llmock`` CLI (npm-installed into a cache directory), side by side, as a ratio.
+   ``llmock`` CLI (npm-installed into a cache directory), side by side, as a ratio;
+6. media: the time to generate one 1024x1024 placeholder image (PNG, JPEG, WebP; median, no
+   cache), and ``fal_client.upload`` of 101 MiB (a multipart upload) in-process.
 
 Only npm's registry is contacted (step 5); every server listens on 127.0.0.1 and every
 subprocess is stopped before the script exits. Throughput figures are the best of
@@ -373,6 +375,42 @@ def memory_per_job(jobs: int) -> tuple[float, float]:
     return jobs_only / jobs, with_journal / jobs
 
 
+# -- media -----------------------------------------------------------------------------------------
+def media_timings(repeats: int) -> dict[str, float]:
+    """Median milliseconds to generate a 1024x1024 placeholder, per content type (uncached)."""
+    from pytest_falmock._media import image
+
+    out = {}
+    for content_type in ("image/png", "image/jpeg", "image/webp"):
+        times = []
+        for i in range(repeats):
+            started = time.perf_counter()
+            image(1024, 1024, content_type, (i % 256, 90, 200))
+            times.append((time.perf_counter() - started) * 1000)
+        out[content_type] = statistics.median(times)
+    return out
+
+
+def upload_seconds(mib: int) -> Optional[float]:
+    """Seconds for ``fal_client.upload`` of ``mib`` MiB through the mock (None without fal_client)."""
+    try:
+        import fal_client
+    except ImportError:
+        return None
+    from pytest_falmock._client_patch import FalClientPatch
+
+    data = (os.urandom((1 << 20) + 13) * (mib + 1))[: mib << 20]
+    with in_process_mock() as mock:
+        patch = FalClientPatch(mock.base_url)
+        patch.apply()
+        try:
+            started = time.perf_counter()
+            fal_client.upload(data, "application/octet-stream", file_name="bench.bin")
+            return time.perf_counter() - started
+        finally:
+            patch.undo()
+
+
 # -- the table -------------------------------------------------------------------------------------
 def cycles(port: int, duration: float) -> Callable[[], float]:
     return lambda: cycle_loop(port, duration)
@@ -410,7 +448,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--polls", type=int, default=2000, help="timed status polls (2000)")
     parser.add_argument("--no-aimock", action="store_true", help="skip the aimock comparison")
     parser.add_argument(
-        "--sections", default="1,2,3,4,5", help="comma-separated sections to run (default all: 1,2,3,4,5)"
+        "--sections", default="1,2,3,4,5,6", help="comma-separated sections to run (default all: 1,2,3,4,5,6)"
     )
     parser.add_argument(
         "--cache",
@@ -481,6 +519,17 @@ def main(argv: Optional[list[str]] = None) -> int:
                 row(f"5. {ours} / aimock", f"{best[name] / theirs:.2f}x best vs best ({spread} per round)")
         else:
             row("5. aimock", "skipped (--no-aimock, or node/npm not found)")
+    if "6" in sections:
+        timings = media_timings(20)
+        shown = " / ".join(f"{timings[kind]:.1f}" for kind in ("image/png", "image/jpeg", "image/webp"))
+        row("6. generate a 1024x1024 placeholder, PNG / JPEG / WebP", f"{shown} ms")
+        seconds = upload_seconds(101)
+        row(
+            "6. fal_client.upload of 101 MiB (multipart), in-process",
+            f"{seconds:.2f} s ({101 / seconds:,.0f} MiB/s)"
+            if seconds
+            else "skipped (fal_client not installed)",
+        )
 
     print(f"\nMachine: {machine()}")
     print(f"Throughput: best of {args.rounds} interleaved runs of {args.duration:g} s each.\n")

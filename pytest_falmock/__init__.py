@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._client_patch import FalClientPatchError
 from ._errors import FalMockUsageError, FalMockWarning
 from ._fixture_files import FixtureFileError
-from ._journal import FalRequest, UnmatchedRequest, Upload, WebhookDelivery
+from ._journal import FalRequest, ServedFile, UnmatchedRequest, Upload, WebhookDelivery
 from ._mock import FalMock
 
 __version__ = "0.1.0"
@@ -17,6 +17,7 @@ __all__ = [
     "FalMockWarning",
     "FalRequest",
     "FixtureFileError",
+    "ServedFile",
     "UnmatchedRequest",
     "Upload",
     "WebhookDelivery",

@@ -86,7 +86,8 @@ class Control:
     def _fixtures(self, op: Operation) -> Reply:
         source = "POST /__falmock/fixtures"
         try:
-            document = json.loads(op.body) if op.body.strip() else None
+            raw = op.body.read()
+            document = json.loads(raw) if raw.strip() else None
         except (ValueError, RecursionError) as exc:
             return Reply(400, {"detail": f"{source}: the body is not valid JSON: {exc}"})
         try:

@@ -6,13 +6,11 @@ polling realism) are implemented here, in the same order.
 
 from __future__ import annotations
 
-import mimetypes
 import os
-import secrets
 import time
-from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Optional, Protocol, Union
 
+from ._blob import Blob
 from ._constants import (
     CANCELLED_ERROR_TYPE,
     ERROR_TYPE_HEADER,
@@ -23,13 +21,13 @@ from ._constants import (
 )
 from ._headers import Headers, accepts_event_stream
 from ._jobs import Job
-from ._journal import FalRequest, UnmatchedRequest, Upload
+from ._journal import FalRequest, UnmatchedRequest
 from ._reply import Reply, detail
 from ._routing import Operation, Route, RouteError
 from ._settings import Settings
+from ._storage import Storage
 from ._stores import Stores
-from ._stubs import Kind, Stub
-from ._urls import file_url, service_url
+from ._stubs import Kind, RenderContext, Stub
 
 #: Seconds a streamed status waits between polls while a job's latency runs.
 STREAM_POLL_INTERVAL = 0.05
@@ -74,15 +72,6 @@ def new_request_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _safe_name(name: str, content_type: str = "") -> str:
-    """A file name safe as one URL path segment; unnamed files get ``upload.<ext>``."""
-    cleaned = name.replace("/", "_").replace("\\", "_").replace("\x00", "").strip()
-    if cleaned not in ("", ".", ".."):
-        return cleaned
-    extension = mimetypes.guess_extension(content_type.split(";", 1)[0].strip()) or ".bin"
-    return "upload" + extension
-
-
 class _EarlyReply(Exception):
     """Ends a request early with ``reply`` (unknown id, no matching stub, upstream failure)."""
 
@@ -124,13 +113,9 @@ class Engine:
             "queue.cancel": self._cancel,
             "run": self._run,
             "run.stream": self._stream,
-            "storage.token": self._storage_token,
-            "storage.initiate": self._storage_initiate,
             "realtime.token": self._realtime,
             "webhook.jwks": self._jwks,
-            "cdn.upload": self._cdn_upload,
-            "files.put": self._file_put,
-            "files.get": self._file_get,
+            **Storage(stores).handlers,
         }
 
     @property
@@ -159,7 +144,7 @@ class Engine:
                 query=dict(op.query),
                 headers=op.headers.redacted(),
                 status_code=reply.status,
-                body=op.body,
+                body=op.body.preview(),
             ),
             unmatched,
         )
@@ -171,7 +156,7 @@ class Engine:
             listener(request, unmatched)
 
     def record_rejected(
-        self, method: str, path: str, query: dict[str, str], headers: Headers, error: RouteError, body: bytes
+        self, method: str, path: str, query: dict[str, str], headers: Headers, error: RouteError, body: Blob
     ) -> None:
         """Journal a request routing refused (it is answered ``error.status``)."""
         self.stores.begin_request()
@@ -186,7 +171,7 @@ class Engine:
                 query=query,
                 headers=headers.redacted(),
                 status_code=error.status,
-                body=body,
+                body=body.preview(),
             )
         )
 
@@ -207,6 +192,7 @@ class Engine:
             if isinstance(outcome, Reply):
                 raise _EarlyReply(outcome)
             self.stores.add_recorded(outcome)
+            self.stores.add_notes(outcome.notes)
             return outcome
         unmatched = UnmatchedRequest(op.method, op.path, op.route, op.model, op.input, tuple(reasons))
         self.stores.record_unmatched(unmatched)
@@ -231,7 +217,7 @@ class Engine:
             status, error_type, headers = TIMEOUT_STATUS, REQUEST_TIMEOUT_ERROR_TYPE, dict(TIMEOUT_HEADERS)
             latency, body = op.start_timeout, dict(TIMEOUT_BODY)
         else:
-            body = stub.render(op.input)
+            body = stub.render(op.input, RenderContext(op.base_url))
         job = Job(
             request_id=request_id,
             model=op.model,
@@ -348,58 +334,9 @@ class Engine:
         # an on_error() stub serves streams too: the stream answers the error, like a run
         if stub.status >= 400 and stub.error_type:
             headers[ERROR_TYPE_HEADER] = stub.error_type
-        return Reply(stub.status, stub.render(op.input), headers)
+        return Reply(stub.status, stub.render(op.input, RenderContext(op.base_url)), headers)
 
-    # -- storage ------------------------------------------------------------------------
-    @staticmethod
-    def _new_file(op: Operation, name: str, content_type: str) -> tuple[tuple[str, str], str]:
-        """A fresh file key ``(id, safe name)`` and its URL."""
-        file_id = secrets.token_hex(16)
-        safe = _safe_name(name, content_type)
-        return (file_id, safe), file_url(op.base_url, file_id, safe)
-
-    def _storage_token(self, op: Operation) -> Reply:
-        expires = datetime.now(timezone.utc) + timedelta(hours=1)
-        return Reply(
-            200,
-            {
-                "token": secrets.token_hex(16),
-                "token_type": "Bearer",
-                "base_url": service_url(op.base_url, "cdn"),
-                "expires_at": expires.isoformat(),
-            },
-        )
-
-    def _cdn_upload(self, op: Operation) -> Reply:
-        name = op.headers.get("x-fal-file-name", "")
-        content_type = op.headers.get("content-type", "application/octet-stream")
-        key, url = self._new_file(op, name, content_type)
-        self.stores.add_upload(key, Upload(url, key[1], content_type, op.body, via="cdn"))
-        return Reply(200, {"access_url": url})
-
-    def _storage_initiate(self, op: Operation) -> Reply:
-        spec = op.input if isinstance(op.input, dict) else {}
-        name = spec.get("file_name") or spec.get("filename") or ""
-        _, url = self._new_file(op, str(name), str(spec.get("content_type") or ""))
-        return Reply(200, {"upload_url": url, "file_url": url})
-
-    def _file_put(self, op: Operation) -> Reply:
-        assert op.file_id is not None
-        assert op.file_name is not None
-        url = file_url(op.base_url, op.file_id, op.file_name)
-        content_type = op.headers.get("content-type", "application/octet-stream")
-        upload = Upload(url, op.file_name, content_type, op.body, via="storage")
-        self.stores.add_upload((op.file_id, op.file_name), upload)
-        return Reply(200, {"file_url": url})
-
-    def _file_get(self, op: Operation) -> Reply:
-        assert op.file_id is not None
-        assert op.file_name is not None
-        upload = self.stores.upload((op.file_id, op.file_name))
-        if upload is None:
-            return detail(404, f"No uploaded file at {op.path}")
-        return Reply(200, raw=upload.data, content_type=upload.content_type)
-
+    # -- the rest ---------------------------------------------------------------------
     def _realtime(self, op: Operation) -> Reply:
         return detail(501, "realtime is not supported by fal_mock")
 

@@ -5,21 +5,30 @@
 
 A response is a JSON body (``"json"``, with optional ``"status"``, ``"error_type"`` and
 ``"headers"``) or a stream (``"events"``: a list, one ``data:`` event each).
+
+An entry may add ``"media": {"<url in the response>": {"file": "<path>", "content_type": "..."}}``:
+``file`` is relative to the fixture file (a recording writes ``<fixture stem>.media/<sha256>.<ext>``)
+and, on replay, every string in the response equal to ``<url>`` is answered as a URL on the mock
+serving that file.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
-from pathlib import Path
-from typing import Any, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping, Optional
 
+from ._files import RecordedMedia
 from ._payloads import constant
-from ._stubs import OptionError, Stub, make_stub
+from ._stubs import OptionError, RenderContext, Renderer, Stub, make_stub
+from ._urls import file_url
 
 MATCH_KEYS = {"model", "model_regex", "endpoint", "input", "route"}
 RESPONSE_KEYS = {"json", "events", "status", "error_type", "headers"}
-ENTRY_KEYS = {"match", "response", "times", "latency"}
+ENTRY_KEYS = {"match", "response", "times", "latency", "media"}
+MEDIA_KEYS = {"file", "content_type"}
 
 
 class FixtureFileError(ValueError):
@@ -58,17 +67,18 @@ def _no_constant(name: str) -> Any:
 
 
 def load_file(file: Path) -> list[Stub]:
-    return parse_document(read_document(file), str(file))
+    return parse_document(read_document(file), str(file), file.parent)
 
 
-def parse_document(doc: Any, source: str) -> list[Stub]:
-    """Validate a whole ``{"fixtures": [...]}`` document; ``source`` names it in errors."""
+def parse_document(doc: Any, source: str, base: Optional[Path] = None) -> list[Stub]:
+    """Validate a whole ``{"fixtures": [...]}`` document; ``source`` names it in errors and
+    ``base`` is the folder media files are relative to (None: the document has no file)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("fixtures"), list):
         raise FixtureFileError(
             f'fal fixture file {source}: expected an object with a "fixtures" list, '
             'e.g. {"fixtures": [{"match": {"model": "fal-ai/flux/dev"}, "response": {"json": {}}}]}'
         )
-    return [parse_entry(entry, f"{source}: fixtures[{i}]") for i, entry in enumerate(doc["fixtures"])]
+    return [parse_entry(entry, f"{source}: fixtures[{i}]", base) for i, entry in enumerate(doc["fixtures"])]
 
 
 def _fail(where: str, message: str) -> FixtureFileError:
@@ -84,7 +94,7 @@ def _object(value: Any, where: str, allowed: set[str]) -> Mapping[str, Any]:
     return value
 
 
-def parse_entry(entry: Any, where: str) -> Stub:
+def parse_entry(entry: Any, where: str, base: Optional[Path] = None) -> Stub:
     entry = _object(entry, where, ENTRY_KEYS)
     match = _object(entry.get("match"), f"{where}.match", MATCH_KEYS)
     response = _object(entry.get("response"), f"{where}.response", RESPONSE_KEYS)
@@ -136,11 +146,13 @@ def parse_entry(entry: Any, where: str) -> Stub:
     error_type = response.get("error_type")
     if error_type is not None and not isinstance(error_type, str):
         raise _fail(f"{where}.response.error_type", f"expected a string, got {error_type!r}")
+    media = _media(entry.get("media"), f"{where}.media", base)
+    body = response["json"] if events is None else (events[-1] if events else None)
     shown = model if isinstance(model, str) else f"/{model.pattern}/"
     try:
         return make_stub(
             model,
-            constant(response["json"] if events is None else (events[-1] if events else None)),
+            replay(body, media) if media else constant(body),
             f"{where} (model {shown})",
             status=status,
             only_kind=route,
@@ -150,7 +162,67 @@ def parse_entry(entry: Any, where: str) -> Stub:
             error_type=error_type,
             events=events,
             headers=response.get("headers"),
+            media=media,
         )
     except OptionError as exc:
         field = "response.headers" if exc.name == "headers" else exc.name
         raise _fail(f"{where}.{field}", f"expected {exc.requirement}, got {exc.value!r}") from None
+
+
+def _media(spec: Any, where: str, base: Optional[Path]) -> tuple[RecordedMedia, ...]:
+    if spec is None:
+        return ()
+    if not isinstance(spec, dict):
+        raise _fail(
+            where, f"expected an object of URL -> {{file, content_type}}, got {json.dumps(spec)[:60]}"
+        )
+    if base is None:
+        raise _fail(where, "media files need a fixture file on disk (their paths are relative to it)")
+    out = []
+    for url, item in spec.items():
+        at = f"{where}[{url!r}]"
+        item = _object(item, at, MEDIA_KEYS)
+        file, content_type = item.get("file"), item.get("content_type")
+        if not isinstance(content_type, str) or not content_type:
+            raise _fail(
+                f"{at}.content_type", f"expected a media type such as 'image/png', got {content_type!r}"
+            )
+        relative = PurePosixPath(file) if isinstance(file, str) else None
+        if (
+            relative is None
+            or relative.is_absolute()
+            or ".." in relative.parts
+            or "\\" in str(file)
+            or not file
+        ):
+            raise _fail(f"{at}.file", f"expected a relative path inside the fixture's folder, got {file!r}")
+        path = base.joinpath(*relative.parts)
+        if not path.is_file():
+            raise _fail(
+                f"{at}.file",
+                f"{file} is missing next to the fixture file "
+                "(commit the media folder with it, or record again)",
+            )
+        out.append(RecordedMedia(url, path.resolve(), content_type))
+    return tuple(out)
+
+
+def replay(body: Any, media: tuple[RecordedMedia, ...]) -> Renderer:
+    """A renderer for ``body`` that points each recorded media URL at the mock's copy."""
+    frozen = copy.deepcopy(body)
+    keys = {item.url: item.key for item in media}
+
+    def rewrite(value: Any, base_url: str) -> Any:
+        if isinstance(value, str):
+            key = keys.get(value)
+            return value if key is None else file_url(base_url, *key)
+        if isinstance(value, list):
+            return [rewrite(item, base_url) for item in value]
+        if isinstance(value, dict):
+            return {name: rewrite(item, base_url) for name, item in value.items()}
+        return value
+
+    def render(request_input: Any, context: RenderContext) -> Any:
+        return rewrite(frozen, context.base_url)  # a new copy, like fresh_copy
+
+    return render

@@ -10,8 +10,10 @@ handling, so ``HTTPServerBase`` can own it), with these differences:
 
 - HTTP/1.1 persistent connections (and pipelining), ``TCP_NODELAY``, no per-request logging;
 - request bodies: ``Content-Length`` or chunked; a declared length over the limit is answered
-  413 before a byte of the body is read; ``Expect: 100-continue`` is honoured;
+  413 before a byte of the body is read; ``Expect: 100-continue`` is honoured; a body past
+  :data:`~._blob.SPOOL_THRESHOLD` goes to a temporary file as it arrives (never whole in memory);
 - streamed answers (server-sent events) are chunked for HTTP/1.1, close-delimited for 1.0;
+  a stream of known length (a served file) is sent with ``Content-Length``;
 - :meth:`FastServer.shutdown` returns at once (no 0.5 s poll) and
   :meth:`FastServer.close_connections` closes idle keep-alive connections and joins their
   threads, so a stopped server leaves no thread or socket behind.
@@ -29,6 +31,7 @@ from typing import Any, Optional, Protocol
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler, get_sockaddr, select_address_family
 
+from ._blob import EMPTY, SPOOL_THRESHOLD, Blob, BytesBlob, Spool
 from ._headers import Headers
 from ._http_wire import (
     MAX_HEADERS,
@@ -47,6 +50,8 @@ from ._http_wire import (
 
 MAX_HEAD = MAX_LINE + 8192
 RECV_SIZE = 65536
+#: Receive buffer for a body spooled to disk.
+SPOOL_RECV = 1 << 20
 #: After answering without reading the whole body, drain at most this much (and this long)
 #: before closing, so the client reads the answer rather than a connection reset.
 LINGER_BYTES = 16 * 1024 * 1024
@@ -145,6 +150,29 @@ class _Connection:
             have += len(data)
         return b"".join(chunks)
 
+    def _body(self, n: int) -> Blob:
+        """The next ``n`` bytes as a blob: in memory when small, else spooled as they arrive."""
+        if n <= SPOOL_THRESHOLD:
+            return BytesBlob(self._read(n))
+        return Spool.filled(lambda spool: self._copy(n, spool), threshold=0)
+
+    def _copy(self, n: int, spool: Spool) -> None:
+        """Move the next ``n`` bytes into ``spool`` through one reused buffer."""
+        if self.buf:
+            take = self.buf[:n]
+            self.buf = self.buf[len(take) :]
+            spool.write(take)
+            n -= len(take)
+        if n <= 0:
+            return
+        buffer = memoryview(bytearray(min(n, SPOOL_RECV)))
+        while n > 0:
+            got = self.sock.recv_into(buffer, min(n, len(buffer)))
+            if not got:
+                raise _Closed
+            spool.write(buffer[:got])
+            n -= got
+
     def _line(self) -> bytes:
         while True:
             i = self.buf.find(b"\n")
@@ -155,8 +183,10 @@ class _Connection:
                 raise ProtocolError(400, "Chunk line too long")
             self._fill()
 
-    def _chunked(self, limit: int) -> bytes:
-        parts: list[bytes] = []
+    def _chunked(self, limit: int) -> Blob:
+        return Spool.filled(lambda spool: self._chunks(limit, spool))
+
+    def _chunks(self, limit: int, spool: Spool) -> None:
         total = 0
         while True:
             size_text = self._line().split(b";", 1)[0].strip(b" \t").decode("latin-1")
@@ -168,7 +198,10 @@ class _Connection:
             total += size
             if total > limit:
                 raise _BodyTooLarge(None)
-            parts.append(self._read(size))
+            if size <= RECV_SIZE:
+                spool.write(self._read(size))
+            else:
+                self._copy(size, spool)
             if self._line():
                 raise ProtocolError(400, "Chunk data not followed by CRLF")
         trailers = 0
@@ -176,7 +209,6 @@ class _Connection:
             trailers += 1
             if trailers > MAX_HEADERS:
                 raise ProtocolError(431, "Too many trailer fields")
-        return b"".join(parts)
 
     # -- writing --------------------------------------------------------------------------
     def _send(self, response: HttpResponse, head_only: bool, keep_alive: bool, version: str) -> bool:
@@ -184,9 +216,12 @@ class _Connection:
         status = response.status
         keep_alive = keep_alive and not response.close
         stream = response.stream
+        sized = stream is not None and response.length is not None
         if stream is None:
             bodiless = status < 200 or status == 204 or status == 304
             framing = "" if bodiless else f"Content-Length: {len(response.body)}\r\n"
+        elif sized:
+            framing = f"Content-Length: {response.length}\r\n"
         elif version == "HTTP/1.1":
             framing = "Transfer-Encoding: chunked\r\n"
         else:
@@ -211,7 +246,8 @@ class _Connection:
                 sock.sendall(head)
                 sock.sendall(body)
             return keep_alive
-        chunked = version == "HTTP/1.1"
+        chunked = version == "HTTP/1.1" and not sized
+        sent = 0
         try:
             sock.sendall(head)
             if head_only:
@@ -220,8 +256,11 @@ class _Connection:
                 if not piece:
                     continue
                 sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+                sent += len(piece)
             if chunked:
                 sock.sendall(b"0\r\n\r\n")
+            if sized and sent != response.length:  # the client counts bytes: end the connection
+                return False
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
@@ -268,7 +307,7 @@ class _Connection:
                     fields["host"] = ("Host", absolute_host)
                 transfer = fields.get("transfer-encoding")
                 length_field = fields.get("content-length")
-                body = b""
+                body: Blob = EMPTY
                 if transfer is not None:
                     codings = [c.strip().lower() for c in transfer[1].split(",") if c.strip()]
                     if not codings or codings[-1] != "chunked":
@@ -288,7 +327,7 @@ class _Connection:
                     if length:
                         unread = True
                         self._continue(fields, version)
-                        body = self._read(length)
+                        body = self._body(length)
                         unread = False
                 request = HttpRequest(method, target, path, query, version, Headers.from_folded(fields), body)
                 response = responder.respond(request)

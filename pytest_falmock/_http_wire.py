@@ -16,6 +16,7 @@ from http import HTTPStatus
 from typing import Dict, Iterable, Iterator, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
+from ._blob import Blob
 from ._headers import Headers
 
 #: Longest request line or header line, and most header lines, accepted.
@@ -31,12 +32,13 @@ _FIELDS = re.compile(f"(?:[{_TOKEN_CHARS}]+:[^\\r\\n]*\\r?\\n)*")
 
 
 class HttpRequest:
-    """One parsed request. ``path`` is percent-decoded; ``query`` is the raw query string."""
+    """One parsed request. ``path`` is percent-decoded; ``query`` is the raw query string;
+    ``body`` is in memory when small, in a temporary file when large (:mod:`._blob`)."""
 
     __slots__ = ("body", "headers", "method", "path", "query", "target", "version")
 
     def __init__(
-        self, method: str, target: str, path: str, query: str, version: str, headers: Headers, body: bytes
+        self, method: str, target: str, path: str, query: str, version: str, headers: Headers, body: Blob
     ) -> None:
         self.method = method
         self.target = target
@@ -52,9 +54,10 @@ class HttpResponse:
 
     ``head`` holds complete header lines (``"Name: value\r\n"`` each); the server adds the
     status line, ``Date``, the framing (``Content-Length`` or chunking) and ``Connection``.
+    A ``stream`` with a ``length`` (a served file) is sent with ``Content-Length``, not chunked.
     """
 
-    __slots__ = ("body", "close", "head", "status", "stream")
+    __slots__ = ("body", "close", "head", "length", "status", "stream")
 
     def __init__(
         self,
@@ -63,12 +66,14 @@ class HttpResponse:
         body: bytes = b"",
         stream: Optional[Iterator[bytes]] = None,
         close: bool = False,
+        length: Optional[int] = None,
     ) -> None:
         self.status = status
         self.head = head
         self.body = body
         self.stream = stream
         self.close = close
+        self.length = length
 
 
 def header_lines(headers: Iterable[tuple[str, str]]) -> str:

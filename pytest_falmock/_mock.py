@@ -8,15 +8,17 @@ import sys
 from http import HTTPStatus
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Sequence, Type, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Type, TypedDict, Union
 
+from ._blob import BytesBlob
 from ._control import Control
 from ._diagnostics import calls_message, unmatched_message
 from ._engine import Engine, RequestListener, Upstream
+from ._files import FileEntry, new_file_id, safe_name
 from ._fixture_files import load_path, parse_document
 from ._jobs import QueueConfig
-from ._journal import FalRequest, UnmatchedRequest, Upload, WebhookDelivery
-from ._payloads import constant, image_renderer, json_ready, video_renderer
+from ._journal import FalRequest, ServedFile, UnmatchedRequest, Upload, WebhookDelivery
+from ._payloads import constant, file_renderer, image_renderer, json_ready
 from ._routing import Route
 from ._server import FalMockServer
 from ._settings import Settings, marker_overrides, queue_config
@@ -27,12 +29,13 @@ from ._stubs import (
     ModelSpec,
     OnlyKind,
     OptionError,
+    Renderer,
     Stub,
     describe_model,
     make_stub,
     model_spec,
 )
-from ._urls import jwks_url, proxy_url
+from ._urls import file_url, jwks_url, proxy_url
 from ._webhooks import WebhookSender
 
 if TYPE_CHECKING:
@@ -61,7 +64,7 @@ class ErrorOptions(_Matching, total=False):
 
 
 class StubOptions(StreamOptions, ErrorOptions, total=False):
-    """Keywords of ``on_queue``, ``on_run``, ``on_image`` and ``on_video`` (see the README)."""
+    """Keywords of ``on_queue``, ``on_run``, ``on_image``, ``on_video`` and ``on_audio`` (see the README)."""
 
 
 def _caller() -> str:
@@ -130,10 +133,12 @@ class FalMock:
         return self
 
     def stop(self) -> None:
-        """Stop serving and wait for pending webhook deliveries (idempotent)."""
+        """Stop serving, wait for pending webhook deliveries and delete the temporary files of
+        uploads (idempotent)."""
         if self._server.is_running():
             self._server.stop()
         self._webhooks.drain()
+        self._stores.files.reset()
 
     def __enter__(self) -> FalMock:
         return self.start()
@@ -195,8 +200,8 @@ class FalMock:
         self.configure(queue=queue_config("fal_mock.queue()", (), **kwargs))
 
     def reset(self) -> None:
-        """Forget per-test stubs, jobs, the journal, uploads and webhooks; keep session stubs;
-        restore the session settings.
+        """Forget per-test stubs, jobs, the journal, uploads, added files and webhooks; keep
+        session stubs (and their recorded media); restore the session settings.
 
         Work still under way for the previous test (a slow request, a webhook delivery) records
         nothing once the reset is done.
@@ -210,7 +215,7 @@ class FalMock:
         self,
         helper: str,
         model: ModelArg,
-        render: Callable[[Any], Any],
+        render: Renderer,
         options: Mapping[str, Any],
         *,
         status: int = 200,
@@ -272,8 +277,14 @@ class FalMock:
 
     def on_video(self, model: ModelArg, payload: Mapping[str, Any], **options: Unpack[StubOptions]) -> None:
         """A video response in fal's shape; missing fields get defaults (see README)."""
-        render = video_renderer(json_ready(payload, "fal_mock.on_video()"))
+        render = file_renderer("on_video", "video", "video", json_ready(payload, "fal_mock.on_video()"))
         self._register("on_video", model, render, options)
+
+    def on_audio(self, model: ModelArg, payload: Mapping[str, Any], **options: Unpack[StubOptions]) -> None:
+        """An audio response in fal's shape, ``{"audio": {url, content_type, file_name, file_size}}``;
+        missing fields get defaults, and without a ``url`` a short WAV served by the mock."""
+        render = file_renderer("on_audio", "audio", "audio", json_ready(payload, "fal_mock.on_audio()"))
+        self._register("on_audio", model, render, options)
 
     def on_error(
         self,
@@ -347,6 +358,48 @@ class FalMock:
             self._stores.add_stub(stub, session=True)
         return len(stubs)
 
+    # -- files --------------------------------------------------------------------------
+    def add_file(self, data: bytes, content_type: str, file_name: Optional[str] = None) -> str:
+        """Serve ``data`` as ``content_type`` until the test ends; returns its URL on the mock.
+
+        Use it for a real sample (a photo, a clip) that a stub's response should point at.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"fal_mock.add_file(): data must be bytes, got {type(data).__name__}")
+        if not isinstance(content_type, str) or not content_type.strip():
+            raise TypeError(
+                "fal_mock.add_file(): content_type must be a media type such as 'image/png', "
+                f"got {content_type!r}"
+            )
+        if file_name is not None and not isinstance(file_name, str):
+            raise TypeError(f"fal_mock.add_file(): file_name must be a str or None, got {file_name!r}")
+        if not self.is_running():
+            raise RuntimeError("fal_mock.add_file(): start the mock first (the URL names its port)")
+        key = (new_file_id(), safe_name(file_name or "", content_type))
+        url = file_url(self.base_url, *key)
+        self._stores.add_file(FileEntry(key, BytesBlob(bytes(data)), content_type.strip(), "added", url))
+        return url
+
+    @property
+    def files(self) -> list[ServedFile]:
+        """Every file the mock serves now: recorded media, then this test's uploads, added files
+        and the generated media downloaded so far."""
+        return [
+            ServedFile(
+                entry.url or file_url(self.base_url, *entry.key),
+                entry.file_name,
+                entry.content_type,
+                entry.blob,
+                entry.source,
+            )
+            for entry in self._stores.files.entries()
+        ]
+
+    def take_warnings(self) -> list[str]:
+        """Warnings noted since the last call (documented-internal: e.g. a recording that kept a
+        media URL it could not download); the plugin reports them as ``FalMockWarning``."""
+        return self._stores.take_notes()
+
     # -- inspecting ---------------------------------------------------------------------
     def add_request_listener(self, listener: RequestListener) -> None:
         """Call ``listener(request, unmatched)`` after each fal request is journaled (control
@@ -362,7 +415,12 @@ class FalMock:
 
     @property
     def uploads(self) -> list[Upload]:
-        return self._stores.snapshot(self._stores.uploads.values())
+        """Files uploaded in this test, in order (a multipart upload once, when completed)."""
+        return [
+            Upload(entry.url or "", entry.file_name, entry.content_type, entry.blob, entry.via)
+            for entry in self._stores.files.entries()
+            if entry.source == "upload"
+        ]
 
     @property
     def webhooks(self) -> list[WebhookDelivery]:

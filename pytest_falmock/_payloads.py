@@ -1,21 +1,32 @@
-"""The typed helpers' envelopes: fal's image and video response shapes with defaults."""
+"""The typed helpers' envelopes: fal's image, video and audio response shapes with defaults.
+
+A media object without a ``url`` gets one on the mock itself, serving real bytes of what the
+object declares (:mod:`._media`); a ``url`` the caller gave is kept as given.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-IMAGE_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
-VIDEO_TYPES = {
-    "mp4": "video/mp4",
-    "webm": "video/webm",
-    "mov": "video/quicktime",
-    "mkv": "video/x-matroska",
-    "avi": "video/x-msvideo",
-    "m4v": "video/x-m4v",
-}
+from ._files import MEDIA_TYPES, extension
+from ._media import (
+    AUDIO_TYPES,
+    IMAGE_FORMATS,
+    VIDEO_TYPES,
+    MediaKind,
+    MediaSpec,
+    generated_name,
+    image_problem,
+)
+from ._media import sample_size as media_sample_size
+from ._stubs import RenderContext, Renderer
+from ._urls import generated_url
+
+#: Where a generated URL goes in a body: ``(path of keys, spec segment, file name)``.
+_Slot = tuple[tuple[Any, ...], str, str]
 
 
 def json_ready(payload: Any, where: str) -> Any:
@@ -27,14 +38,14 @@ def json_ready(payload: Any, where: str) -> Any:
     return payload
 
 
-def _extension(url: str) -> str:
-    path = urlsplit(url).path
-    name = path.rsplit("/", 1)[-1]
-    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
-
-
 def _file_name(url: str) -> str:
     return urlsplit(url).path.rsplit("/", 1)[-1]
+
+
+def _url_type(url: str, default: str) -> str:
+    """The media type of ``default``'s kind a URL's file extension names (else ``default``)."""
+    known = MEDIA_TYPES.get(extension(_file_name(url)), "")
+    return known if known.split("/")[0] == default.split("/")[0] else default
 
 
 def _with_defaults(defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,24 +54,56 @@ def _with_defaults(defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dic
     return out
 
 
-def image_renderer(payload: Mapping[str, Any]) -> Callable[[Any], Any]:
-    """Return ``input -> body`` for :meth:`FalMock.on_image`; caller values always win."""
+def _unsupported(helper: str, where: str, content_type: Any, supported: tuple[str, ...]) -> ValueError:
+    return ValueError(
+        f"{helper}(): {where} has no url and fal_mock cannot generate {content_type!r} "
+        f"(it generates {', '.join(supported)}); give {where}.url, e.g. a URL from fal_mock.add_file()"
+    )
+
+
+def _with_urls(body: Any, slots: list[_Slot]) -> Renderer:
+    """``render`` for ``body``: a fresh copy with each generated URL put in its slot."""
+    frozen = copy.deepcopy(body)
+
+    def render(request_input: Any, context: RenderContext) -> Any:
+        out = fresh_copy(frozen)
+        for path, segment, name in slots:
+            target = out
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = generated_url(context.base_url, segment, name)
+        return out
+
+    return render
+
+
+def image_renderer(payload: Mapping[str, Any]) -> Renderer:
+    """Return ``render`` for :meth:`FalMock.on_image`; caller values always win."""
     if not isinstance(payload, Mapping):
         raise TypeError(f"on_image() expects a dict like {{'images': [...]}}, got {payload!r}")
     images_in = payload.get("images", [])
     if not isinstance(images_in, list):
         raise TypeError(f"on_image(): 'images' must be a list, got {images_in!r}")
     images = []
+    slots: list[_Slot] = []
     for i, image in enumerate(images_in):
         if not isinstance(image, Mapping):
             raise TypeError(f"on_image(): images[{i}] must be a dict, got {image!r}")
-        url = image.get("url", f"https://mock.fal.media/files/generated_image_{i}.png")
-        defaults = {
-            "url": url,
-            "width": 1024,
-            "height": 1024,
-            "content_type": IMAGE_TYPES.get(_extension(str(url)), "image/png"),
-        }
+        if "url" in image:
+            url = image["url"]
+            content_type = _url_type(str(url), "image/png")
+        else:
+            url = ""
+            content_type = image.get("content_type", "image/png")
+            if content_type not in IMAGE_FORMATS:
+                raise _unsupported("on_image", f"images[{i}]", content_type, tuple(IMAGE_FORMATS))
+            width, height = image.get("width", 1024), image.get("height", 1024)
+            problem = image_problem(width, height)
+            if problem is not None:
+                raise ValueError(f"on_image(): images[{i}] has no url to keep, so it is generated: {problem}")
+            name = generated_name(f"generated_image_{i}", content_type)
+            slots.append((("images", i, "url"), MediaSpec("image", width, height).segment, name))
+        defaults = {"url": url, "width": 1024, "height": 1024, "content_type": content_type}
         images.append(_with_defaults(defaults, image))
     base = _with_defaults(
         {
@@ -71,11 +114,11 @@ def image_renderer(payload: Mapping[str, Any]) -> Callable[[Any], Any]:
         },
         {k: v for k, v in payload.items() if k != "images"},
     )
-    frozen = copy.deepcopy(base)
+    with_urls = _with_urls(base, slots)
     prompt_given = "prompt" in payload
 
-    def render(request_input: Any) -> Any:
-        body = fresh_copy(frozen)
+    def render(request_input: Any, context: RenderContext) -> Any:
+        body = with_urls(request_input, context)
         if not prompt_given:
             prompt = ""
             if isinstance(request_input, Mapping) and "prompt" in request_input:
@@ -86,25 +129,41 @@ def image_renderer(payload: Mapping[str, Any]) -> Callable[[Any], Any]:
     return render
 
 
-def video_renderer(payload: Mapping[str, Any]) -> Callable[[Any], Any]:
-    """Return ``input -> body`` for :meth:`FalMock.on_video`; caller values always win."""
+def file_renderer(helper: str, key: str, kind: MediaKind, payload: Mapping[str, Any]) -> Renderer:
+    """Return ``render`` for ``on_video`` / ``on_audio``: ``{key: {url, content_type, file_name,
+    file_size}}`` plus the caller's other keys (``on_video`` adds ``seed``)."""
     if not isinstance(payload, Mapping):
-        raise TypeError(f"on_video() expects a dict like {{'video': {{'url': ...}}}}, got {payload!r}")
-    video_in = payload.get("video", {})
-    if not isinstance(video_in, Mapping):
-        raise TypeError(f"on_video(): 'video' must be a dict, got {video_in!r}")
-    url = str(video_in.get("url", "https://mock.fal.media/files/generated_video.mp4"))
-    video = _with_defaults(
-        {
+        raise TypeError(f"{helper}() expects a dict like {{'{key}': {{'url': ...}}}}, got {payload!r}")
+    given = payload.get(key, {})
+    if not isinstance(given, Mapping):
+        raise TypeError(f"{helper}(): '{key}' must be a dict, got {given!r}")
+    supported = VIDEO_TYPES if kind == "video" else AUDIO_TYPES
+    slots: list[_Slot] = []
+    if "url" in given:
+        url = str(given["url"])
+        defaults = {
             "url": url,
-            "content_type": VIDEO_TYPES.get(_extension(url), "video/mp4"),
-            "file_name": _file_name(url) or "generated_video.mp4",
+            "content_type": _url_type(url, supported[0]),
+            "file_name": _file_name(url) or generated_name(f"generated_{kind}", supported[0]),
             "file_size": 0,
-        },
-        video_in,
-    )
-    body = _with_defaults({"video": video, "seed": 0}, {k: v for k, v in payload.items() if k != "video"})
-    return constant(body)
+        }
+    else:
+        content_type = given.get("content_type", supported[0])
+        if content_type not in supported:
+            raise _unsupported(helper, key, content_type, supported)
+        name = generated_name(f"generated_{kind}", content_type)
+        slots.append(((key, "url"), MediaSpec(kind).segment, name))
+        defaults = {
+            "url": "",
+            "content_type": content_type,
+            "file_name": name,
+            "file_size": media_sample_size(kind),
+        }
+    top: dict[str, Any] = {key: _with_defaults(defaults, given)}
+    if kind == "video":
+        top["seed"] = 0
+    body = _with_defaults(top, {k: v for k, v in payload.items() if k != key})
+    return _with_urls(body, slots)
 
 
 _ATOMS = (str, int, float, bool, type(None))
@@ -122,11 +181,11 @@ def fresh_copy(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def constant(payload: Any) -> Callable[[Any], Any]:
+def constant(payload: Any) -> Renderer:
     """A renderer that always answers (a fresh copy of) ``payload``."""
     frozen = copy.deepcopy(payload)
 
-    def render(request_input: Any) -> Any:
+    def render(request_input: Any, context: RenderContext) -> Any:
         return fresh_copy(frozen)
 
     return render

@@ -33,6 +33,7 @@ from ._constants import (
 from ._engine import new_request_id
 from ._fixture_files import FixtureFileError, parse_entry
 from ._net import open_url
+from ._record_media import MediaRecorder
 from ._recording_file import FixtureWriter
 from ._reply import Reply
 from ._routing import Operation
@@ -88,6 +89,9 @@ class Recorder:
             raise ValueError("Recorder needs an active record mode and a target file")
         self.settings = settings
         self.writer = FixtureWriter(settings.target)
+        self.media = MediaRecorder(
+            settings.target, settings.upstream, settings.media_max, settings.request_timeout
+        )
 
     @property
     def forward_all(self) -> bool:
@@ -125,9 +129,15 @@ class Recorder:
             response["status"] = status
         if error_type:
             response["error_type"] = error_type
-        entry = {"match": match, "response": response}
+        entry: dict[str, Any] = {"match": match, "response": response}
+        captured = self.media.capture(response["json"]) if status < 400 else None
+        if captured is not None and captured.media:
+            entry["media"] = captured.media
         try:
-            self.writer.save(entry, replace=self.forward_all)
+            saved = self.writer.save(
+                entry, replace=self.forward_all, media=captured.pending if captured else ()
+            )
+            stub = self._stub(saved, match)
         except (OSError, FixtureFileError, Timeout) as exc:
             where = self.settings.target
             return Reply(
@@ -137,10 +147,14 @@ class Recorder:
                     "error_type": "record_error",
                 },
             )
-        return self._stub(entry, match)
+        if captured is not None:
+            stub.notes = tuple(captured.notes)
+        return stub
 
     def _stub(self, entry: Mapping[str, Any], match: Mapping[str, Any]) -> Stub:
-        stub = parse_entry(dict(entry), f"{self.settings.target} (recorded)")
+        target = self.settings.target
+        assert target is not None
+        stub = parse_entry(dict(entry), f"{target} (recorded)", target.parent)
         stub.recording_key = json.dumps(match, sort_keys=True)
         return stub
 
@@ -205,7 +219,7 @@ class Recorder:
     def _run(self, op: Operation) -> tuple[int, Any, Optional[str]]:
         target = self._target(op, "run")
         headers = self._headers(op, target.host)
-        body = op.body if op.body else None
+        body = op.body.read() or None
         answer = self._fetch(op.method, target.url(self.settings.upstream), headers, body)
         error_type = answer.headers.get(ERROR_TYPE_HEADER) if answer.status >= 400 else None
         return answer.status, answer.body, error_type
@@ -215,7 +229,7 @@ class Recorder:
         target = self._target(op, "queue")
         headers = self._headers(op, target.host)
         submit_url = target.url(self.settings.upstream)
-        submitted = self._fetch("POST", submit_url, headers, op.body or b"")
+        submitted = self._fetch("POST", submit_url, headers, op.body.read())
         if submitted.status >= 400:  # e.g. a validation error at submit
             return submitted.status, submitted.body, submitted.headers.get(ERROR_TYPE_HEADER)
         envelope = submitted.body

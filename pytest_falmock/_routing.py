@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Optional, get_args
 from urllib.parse import parse_qsl, urlsplit
 
+from ._blob import Blob, BytesBlob
 from ._constants import (
     CDN_HOSTS,
     QUEUE_HOSTS,
@@ -32,8 +33,9 @@ from ._constants import (
     TARGET_HOST_HEADER,
     TARGET_URL_HEADER,
 )
+from ._files import MAX_PARTS
 from ._headers import Headers, accepts_event_stream
-from ._urls import CONTROL_PREFIX, PREFIX, SERVICES, Service
+from ._urls import CONTROL_PREFIX, GENERATED, MULTIPART, PREFIX, SERVICES, Service
 
 #: Every route a request can be routed to (the journal's ``route`` values, plus the control API).
 Route = Literal[
@@ -46,11 +48,16 @@ Route = Literal[
     "run.stream",
     "storage.token",
     "storage.initiate",
+    "storage.initiate_multipart",
     "realtime.token",
     "webhook.jwks",
     "cdn.upload",
+    "cdn.upload_multipart",
     "files.put",
     "files.get",
+    "files.generated",
+    "files.upload_part",
+    "files.complete_multipart",
     "control.health",
     "control.fixtures",
     "control.fixtures_clear",
@@ -71,7 +78,12 @@ CONTROL_ROUTES: dict[str, dict[str, Route]] = {
 
 @dataclass(frozen=True)
 class Operation:
-    """One parsed request, whatever wire form it arrived in."""
+    """One parsed request, whatever wire form it arrived in.
+
+    File routes name the file by ``file_id`` and ``file_name`` (for ``files.generated``,
+    ``file_id`` is the media spec, e.g. ``1024x768``); multipart routes add ``upload_id`` and,
+    for a part, ``part_number``.
+    """
 
     route: Route
     method: str
@@ -79,12 +91,14 @@ class Operation:
     base_url: str
     headers: Headers
     query: Mapping[str, str]
-    body: bytes = b""
+    body: Blob = field(default_factory=BytesBlob)
     model: Optional[str] = None
     request_id: Optional[str] = None
     input: Any = None
     file_id: Optional[str] = None
     file_name: Optional[str] = None
+    upload_id: Optional[str] = None
+    part_number: Optional[int] = None
     #: The fal host a routing header named (``queue.fal.run``, ...); None for path-routed requests.
     fal_host: Optional[str] = None
     #: ``X-Fal-Request-Timeout`` of a submit or run (``start_timeout``), in seconds.
@@ -161,7 +175,7 @@ class _Request:
     base_url: str
     headers: Headers
     query: Mapping[str, str]
-    body: bytes
+    body: Blob
     fal_host: Optional[str] = None
 
     def op(self, route: Route, **kwargs: Any) -> Operation:
@@ -198,7 +212,7 @@ def parse(
     path: str,
     query_string: str,
     headers: Headers,
-    body: bytes,
+    body: Blob,
     base_url: str,
 ) -> Operation:
     """Turn one HTTP request into an :class:`Operation`, or raise :class:`RouteError`."""
@@ -271,8 +285,9 @@ def _dispatch(service: Service, segments: list[str], req: _Request) -> Operation
     return _files(segments, req)
 
 
-def parse_input(body: bytes, route: Route, model: Optional[str]) -> Any:
+def parse_input(blob: Blob, route: Route, model: Optional[str]) -> Any:
     """An empty body is ``None``; anything else must be JSON."""
+    body = blob.read()
     if not body.strip():
         return None
     try:
@@ -360,16 +375,36 @@ def _run(segments: list[str], req: _Request) -> Operation:
     return req.op(route, model=model, input=request_input, start_timeout=timeout)
 
 
+#: Exact paths of the REST and CDN services (all POST): route, and whether the body is JSON input.
+_EXACT: dict[tuple[Service, str], tuple[Route, bool]] = {
+    ("rest", "storage/auth/token"): ("storage.token", False),
+    ("rest", "storage/upload/initiate"): ("storage.initiate", True),
+    ("rest", "storage/upload/initiate-multipart"): ("storage.initiate_multipart", True),
+    ("cdn", "files/upload"): ("cdn.upload", False),
+    ("cdn", "files/upload/multipart"): ("cdn.upload_multipart", False),
+}
+
+
+def _exact(service: Service, path: str, req: _Request) -> Optional[Operation]:
+    known = _EXACT.get((service, path))
+    if known is None:
+        return None
+    route, with_input = known
+    req.check_method("POST", route)
+    return req.op(route, input=parse_input(req.body, route, None)) if with_input else req.op(route)
+
+
 def _rest(segments: list[str], req: _Request) -> Operation:
     path = "/".join(segments)
-    if path == "storage/auth/token":
-        req.check_method("POST", "storage.token")
-        return req.op("storage.token")
-    if path == "storage/upload/initiate":
-        req.check_method("POST", "storage.initiate")
-        return req.op("storage.initiate", input=parse_input(req.body, "storage.initiate", None))
-    if path in ("storage/upload/initiate-multipart", "storage/upload/complete-multipart"):
-        raise _detail(501, "multipart uploads are not supported by fal_mock")
+    op = _exact("rest", path, req)
+    if op is not None:
+        return op
+    if path == "storage/upload/complete-multipart":
+        raise _detail(
+            501,
+            "storage/upload/complete-multipart is not supported by fal_mock: complete a multipart "
+            "upload with POST <upload_url>/complete, as @fal-ai/client does",
+        )
     if path == "tokens":
         return req.op("realtime.token")
     if path == ".well-known/jwks.json":
@@ -380,17 +415,46 @@ def _rest(segments: list[str], req: _Request) -> Operation:
 
 def _cdn(segments: list[str], req: _Request) -> Operation:
     path = "/".join(segments)
-    if path == "files/upload":
-        req.check_method("POST", "cdn.upload")
-        return req.op("cdn.upload")
-    if path.startswith("files/upload/multipart"):
-        raise _detail(501, "multipart uploads are not supported by fal_mock")
-    raise _detail(404, f"Unknown fal CDN route: /{path}")
+    op = _exact("cdn", path, req)
+    if op is None:
+        raise _detail(404, f"Unknown fal CDN route: /{path}")
+    return op
 
 
 def _files(segments: list[str], req: _Request) -> Operation:
-    if len(segments) != 2 or any(s in (".", "..") or "\\" in s or "\x00" in s for s in segments):
+    if any(s in (".", "..") or "\\" in s or "\x00" in s for s in segments):
+        raise _detail(404, f"No uploaded file at {req.path}")
+    if len(segments) == 3 and segments[0] == GENERATED:
+        req.check_method("GET", "files.generated")
+        return req.op("files.generated", file_id=segments[1], file_name=segments[2])
+    if len(segments) == 5 and segments[2] == MULTIPART:
+        return _multipart(segments, req)
+    if len(segments) != 2:
         raise _detail(404, f"No uploaded file at {req.path}")
     req.check_method("GET, PUT", "files.get")
     route: Route = "files.put" if req.method == "PUT" else "files.get"
     return req.op(route, file_id=segments[0], file_name=segments[1])
+
+
+def _multipart(segments: list[str], req: _Request) -> Operation:
+    """``<file id>/<name>/multipart/<upload id>/<part number>|complete``."""
+    file_id, name, _, upload_id, tail = segments
+    if tail == "complete":
+        req.check_method("POST", "files.complete_multipart")
+        parsed = parse_input(req.body, "files.complete_multipart", None)
+        return req.op(
+            "files.complete_multipart", file_id=file_id, file_name=name, upload_id=upload_id, input=parsed
+        )
+    if not (tail.isdigit() and tail.isascii()):
+        raise _detail(
+            404,
+            f"No multipart route at {req.path}: PUT each part to .../{MULTIPART}/<uploadId>/<part number>, "
+            f"then POST .../{MULTIPART}/<uploadId>/complete",
+        )
+    req.check_method("PUT", "files.upload_part")
+    number = int(tail) if len(tail) < 10 else 0
+    if not 1 <= number <= MAX_PARTS:
+        raise _detail(400, f"Part number {tail} is out of range: parts are numbered 1 to {MAX_PARTS}")
+    return req.op(
+        "files.upload_part", file_id=file_id, file_name=name, upload_id=upload_id, part_number=number
+    )

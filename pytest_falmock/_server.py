@@ -28,6 +28,7 @@ from pytest_httpserver.httpserver import HTTPServerBase, HTTPServerError
 from werkzeug.wrappers import Request, Response
 
 from . import _routing as routing
+from ._blob import Blob, BytesBlob
 from ._constants import CDN_HOSTS, QUEUE_HOSTS, REST_HOSTS, RUN_HOSTS
 from ._headers import FRAMING_HEADERS, Headers
 from ._http import FastServer
@@ -38,7 +39,7 @@ from ._settings import DEFAULT_MAX_BODY
 
 Handler = Callable[[Operation], Reply]
 #: Journals a request routing refused (:meth:`._engine.Engine.record_rejected`).
-RejectedListener = Callable[[str, str, "dict[str, str]", Headers, RouteError, bytes], None]
+RejectedListener = Callable[[str, str, "dict[str, str]", Headers, RouteError, Blob], None]
 
 CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -188,8 +189,9 @@ class FalMockServer(HTTPServerBase):
         query = request.query_string.decode("latin-1")
         target = request.path + (f"?{query}" if query else "")
         headers = Headers(request.headers.items())
+        data = BytesBlob(request.get_data())
         answer = self.respond(
-            HttpRequest(request.method, target, request.path, query, "HTTP/1.1", headers, request.get_data())
+            HttpRequest(request.method, target, request.path, query, "HTTP/1.1", headers, data)
         )
         fields = [line.split(": ", 1) for line in answer.head.split("\r\n") if line]
         body = answer.body if answer.stream is None else b"".join(answer.stream)
@@ -208,8 +210,12 @@ class FalMockServer(HTTPServerBase):
         if reply.events is not None:
             head = self._head({**extra, "Cache-Control": "no-store"}, SSE_CONTENT_TYPE)
             return HttpResponse(reply.status, head, stream=_sse(reply.events), close=close)
-        assert reply.raw is not None
-        return HttpResponse(reply.status, self._head(extra, reply.content_type), reply.raw, close=close)
+        raw = reply.raw
+        assert raw is not None
+        head = self._head(extra, reply.content_type)
+        if raw.in_memory:
+            return HttpResponse(reply.status, head, raw.read(), close=close)
+        return HttpResponse(reply.status, head, stream=raw.chunks(), close=close, length=raw.size)
 
     @staticmethod
     def _head(extra: dict[str, str], content_type: str) -> str:

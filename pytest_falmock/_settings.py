@@ -27,6 +27,10 @@ RECORD_MODES = ("none", "once", "new", "all")
 RECORD_REQUEST_TIMEOUT = 30.0
 #: Seconds a whole recorded queue walk (submit, polls, result) may take.
 RECORD_WALK_TIMEOUT = 15 * 60.0
+#: Largest media file a recording downloads (``--fal-record-media-max``).
+RECORD_MEDIA_MAX = 50 * 1024 * 1024
+_SIZE_UNITS = {"": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2}
+_SIZE_UNITS.update({"g": 1024**3, "gb": 1024**3, "gib": 1024**3})
 
 QUEUE_KEYWORDS = ("polls", "polls_before_in_progress", "polls_before_completed")
 #: The keywords of ``@pytest.mark.fal_mock``: the per-test switches of :class:`Settings`.
@@ -45,6 +49,8 @@ class RecordSettings:
     target_existed: bool = False
     request_timeout: float = RECORD_REQUEST_TIMEOUT
     walk_timeout: float = RECORD_WALK_TIMEOUT
+    #: Media files up to this size are downloaded next to the fixture file (0: none are).
+    media_max: int = RECORD_MEDIA_MAX
 
     @property
     def recording(self) -> bool:
@@ -166,6 +172,18 @@ def check_upstream(url: str, where: str) -> str:
     return url.rstrip("/")
 
 
+def parse_size(text: str, where: str) -> int:
+    """``"50MiB"``, ``"200M"``, ``"1048576"`` -> bytes (units are powers of 1024)."""
+    cleaned = str(text).strip().lower().replace(" ", "")
+    number = cleaned.rstrip("kmgib")
+    unit = _SIZE_UNITS.get(cleaned[len(number) :])
+    if not number.isdigit() or not number.isascii() or unit is None:
+        raise FalMockUsageError(
+            f"{where}: expected a size in bytes such as 52428800, 50MiB or 200M, got {text!r}"
+        )
+    return int(number) * unit
+
+
 def record_settings(
     mode: str,
     targets: Sequence[Path],
@@ -175,6 +193,7 @@ def record_settings(
     fixtures_option: str,
     credentials: Optional[Credentials] = None,
     target_existed: Optional[bool] = None,
+    media_max: int = RECORD_MEDIA_MAX,
 ) -> RecordSettings:
     """Validate the record options; the target is the last fixture path given."""
     if mode not in RECORD_MODES:
@@ -201,4 +220,5 @@ def record_settings(
         url,
         credentials if credentials is not None else Credentials.from_env(),
         target.exists() if target_existed is None else target_existed,
+        media_max=media_max,
     )

@@ -1,4 +1,4 @@
-"""State behind one lock: stubs, jobs, uploads, the journal. Reset is one call. State only."""
+"""State behind one lock: stubs, jobs, files, the journal. Reset is one call. State only."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import threading
 from collections import OrderedDict, deque
 from typing import Any, Deque, Iterable, Optional
 
+from ._files import FileEntry, FileStore
 from ._jobs import Job
-from ._journal import FalRequest, UnmatchedRequest, Upload, WebhookDelivery
+from ._journal import FalRequest, UnmatchedRequest, WebhookDelivery
 from ._settings import DEFAULT_MAX_JOBS
 from ._stubs import Kind, Stub
 
@@ -29,8 +30,11 @@ class Stores:
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self.journal: Deque[FalRequest] = deque(maxlen=max_journal)
         self.unmatched: list[UnmatchedRequest] = []
-        self.uploads: dict[tuple[str, str], Upload] = {}
+        #: Uploads, added, generated and recorded files (shares ``lock``).
+        self.files = FileStore(self.lock)
         self.webhooks: list[WebhookDelivery] = []
+        #: Warnings for the test (e.g. a recording that kept a media URL instead of its bytes).
+        self.notes: list[str] = []
         #: Bumped by every reset; a request that began before a reset records nothing after it.
         self.generation = 0
         self._request = threading.local()
@@ -39,10 +43,12 @@ class Stores:
     def add_stub(self, stub: Stub, *, session: bool = False) -> None:
         with self.lock:
             (self.session_stubs if session else self.test_stubs).append(stub)
+            self.files.add_recorded(stub.media)
 
     def add_recorded(self, stub: Stub) -> None:
         """Add a recorded session stub, replacing the one recorded earlier with the same key."""
         with self.lock:
+            self.files.add_recorded(stub.media)
             stubs = self.session_stubs
             for i, old in enumerate(stubs):
                 if old.recording_key is not None and old.recording_key == stub.recording_key:
@@ -139,14 +145,25 @@ class Stores:
             if not self._stale():
                 self.unmatched.append(request)
 
-    def add_upload(self, key: tuple[str, str], upload: Upload) -> None:
+    def add_file(self, entry: FileEntry) -> None:
+        """Serve ``entry`` until the next reset (unless the request began before the last one)."""
+        with self.lock:
+            stale = self._stale()
+            if not stale:
+                self.files.put(entry)
+        if stale:
+            entry.blob.close()
+
+    def add_notes(self, notes: Iterable[str]) -> None:
         with self.lock:
             if not self._stale():
-                self.uploads[key] = upload
+                self.notes.extend(notes)
 
-    def upload(self, key: tuple[str, str]) -> Optional[Upload]:
+    def take_notes(self) -> list[str]:
+        """The warnings noted so far (each is handed out once)."""
         with self.lock:
-            return self.uploads.get(key)
+            notes, self.notes = self.notes, []
+        return notes
 
     def add_webhook(self, delivery: WebhookDelivery, generation: Optional[int] = None) -> None:
         """Record a webhook outcome; ``generation`` is the one the job completed in."""
@@ -169,5 +186,6 @@ class Stores:
             self.jobs.clear()
             self.journal.clear()
             self.unmatched.clear()
-            self.uploads.clear()
+            self.files.reset()
             self.webhooks.clear()
+            self.notes.clear()

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping, Optional, Pattern, Sequence, Union
 
+from ._files import RecordedMedia
 from ._headers import HeaderError, stub_headers
 
 #: What a request asks for: a queue submit, a synchronous run, or a streamed run.
@@ -19,6 +20,18 @@ Kind = Literal["queue", "run", "stream"]
 OnlyKind = Literal["queue", "run"]
 ModelSpec = Union[str, Pattern[str]]
 InputMatcher = Union[Mapping[str, Any], Callable[[Any], bool], None]
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """What a stub's body may depend on besides the request input: where the mock is, as the
+    client sees it (``Operation.base_url``, which follows the ``Host`` header), for media URLs."""
+
+    base_url: str
+
+
+#: ``render(request input, context) -> response body``.
+Renderer = Callable[[Any, RenderContext], Any]
 
 
 def describe_model(model: ModelSpec) -> str:
@@ -60,7 +73,7 @@ class Stub:
     """One registered response. Mutable only in ``used`` (guarded by the store's lock)."""
 
     model: ModelSpec
-    render: Callable[[Any], Any]
+    render: Renderer
     label: str
     status: int = 200
     #: Serve only queue submits or only runs; None serves both.
@@ -74,6 +87,10 @@ class Stub:
     headers: Mapping[str, str] = field(default_factory=dict)
     #: Set on stubs a recording produced: a later recording with the same key replaces this one.
     recording_key: Optional[str] = None
+    #: Recorded media files the body's URLs are rewritten to (served for the session).
+    media: Sequence[RecordedMedia] = ()
+    #: Warnings about how the stub was made (e.g. a recording that kept a media URL).
+    notes: Sequence[str] = ()
     used: int = field(default=0)
 
     @property
@@ -114,7 +131,7 @@ class Stub:
 
 def make_stub(
     model: ModelSpec,
-    render: Callable[[Any], Any],
+    render: Renderer,
     label: str,
     *,
     status: int = 200,
@@ -125,6 +142,7 @@ def make_stub(
     error_type: Optional[str] = None,
     events: Optional[Sequence[Any]] = None,
     headers: Any = None,
+    media: Sequence[RecordedMedia] = (),
 ) -> Stub:
     """A validated :class:`Stub`; ``times``, ``latency`` or ``headers`` out of range raise
     :class:`OptionError`.
@@ -151,6 +169,7 @@ def make_stub(
         error_type=error_type,
         events=events,
         headers=extra_headers,
+        media=tuple(media),
     )
 
 

@@ -18,6 +18,10 @@ CONTROL_PREFIX: Final = "/__falmock/"
 #: The fal services, as the first path segment after :data:`PREFIX`.
 Service = Literal["queue", "run", "rest", "cdn", "files"]
 SERVICES: Final[tuple[Service, ...]] = ("queue", "run", "rest", "cdn", "files")
+#: First segment under ``/fal/files/`` of generated media (never a file id: those are hex).
+GENERATED: Final = "generated"
+#: Segment after a file URL that starts a multipart upload's URLs.
+MULTIPART: Final = "multipart"
 
 
 def app_path(model: str) -> str:
@@ -58,6 +62,16 @@ def file_url(base_url: str, file_id: str, name: str) -> str:
 def jwks_url(base_url: str) -> str:
     """Where the webhook signing keys are published (fal's ``https://rest.fal.ai/.well-known/jwks.json``)."""
     return f"{service_url(base_url, 'rest')}/.well-known/jwks.json"
+
+
+def generated_url(base_url: str, spec: str, name: str) -> str:
+    """Where generated media is served: ``.../fal/files/generated/<spec>/<name>``."""
+    return f"{service_url(base_url, 'files')}/{GENERATED}/{spec}/{name}"
+
+
+def multipart_url(file_url: str, upload_id: str) -> str:
+    """The base of a multipart upload's part (``/<n>``) and ``/complete`` URLs."""
+    return f"{file_url}/{MULTIPART}/{upload_id}"
 
 
 def control_url(base_url: str, name: str) -> str:

@@ -2,7 +2,8 @@
 
     fal-mock --fixtures fal.json [--host 127.0.0.1] [--port 4005]
              [--polls-before-in-progress A] [--polls-before-completed C]
-             [--record-mode MODE --upstream URL] [--allow-remote-webhooks] [--quiet]
+             [--record-mode MODE --upstream URL [--record-media-max SIZE]]
+             [--allow-remote-webhooks] [--quiet]
 
 Prints the proxy URL (``http://127.0.0.1:4005/fal``) on stdout once it serves, one line per
 request on stderr (unless ``--quiet``), and exits 0 on SIGINT or SIGTERM. Drive it over HTTP
@@ -26,7 +27,7 @@ from ._fixture_files import FixtureFileError, load_path
 from ._mock import FalMock
 from ._record import recorder_for
 from ._secrets import Credentials
-from ._settings import RECORD_MODES, Settings, queue_config, record_settings
+from ._settings import RECORD_MODES, Settings, parse_size, queue_config, record_settings
 from ._urls import control_url
 
 DEFAULT_HOST = "127.0.0.1"
@@ -77,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="record against URL instead of the real fal hosts (requests carry x-fal-target-host)",
     )
     parser.add_argument(
+        "--record-media-max",
+        metavar="SIZE",
+        default="50MiB",
+        help="while recording, download media files up to SIZE (bytes, or e.g. 200MiB; 0: none) next "
+        "to the fixture file so replays serve them offline; larger ones keep their URL (default 50MiB)",
+    )
+    parser.add_argument(
         "--allow-remote-webhooks",
         action="store_true",
         help="deliver fal_webhook callbacks to non-loopback URLs too",
@@ -108,12 +116,18 @@ def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Sett
             where="fal-mock",
             fixtures_option="--fixtures",
             credentials=Credentials.from_env(),
+            media_max=parse_size(args.record_media_max, "fal-mock: --record-media-max"),
         )
     except FalMockUsageError as exc:
         parser.error(str(exc).replace("fal-mock: ", "", 1))
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be 0-65535, got {args.port}")
     return Settings(queue=queue, allow_remote_webhooks=args.allow_remote_webhooks, record=record)
+
+
+def _print_warnings(mock: FalMock) -> None:
+    for note in mock.take_warnings():
+        print(f"fal-mock: warning: {note}", file=sys.stderr, flush=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -163,9 +177,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     try:
         while not stop.wait(0.5):
-            pass
+            _print_warnings(mock)
     finally:
         mock.stop()
+        _print_warnings(mock)
     return 0
 
 

@@ -14,7 +14,15 @@ from ._fixture_files import FixtureFileError, load_path
 from ._mock import FalMock
 from ._record import recorder_for
 from ._secrets import Credentials
-from ._settings import RECORD_MODES, RecordSettings, Settings, marker_overrides, queue_config, record_settings
+from ._settings import (
+    RECORD_MODES,
+    RecordSettings,
+    Settings,
+    marker_overrides,
+    parse_size,
+    queue_config,
+    record_settings,
+)
 from ._stubs import Stub
 
 STUBS_KEY = pytest.StashKey[List[Stub]]()
@@ -68,6 +76,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Record against URL instead of the real fal hosts (each request carries x-fal-target-host).",
     )
     parser.addini("fal_upstream", default="", help="Default for --fal-upstream.")
+    group.addoption(
+        "--fal-record-media-max",
+        metavar="SIZE",
+        default="50MiB",
+        help="While recording, download media files up to SIZE (bytes, or e.g. 200MiB; 0: none) "
+        "next to the fixture file, so replays serve them offline; larger ones keep their URL, "
+        "with a warning. Default 50MiB.",
+    )
 
 
 def fixture_paths(config: pytest.Config) -> list[Path]:
@@ -92,6 +108,7 @@ def _record_settings(config: pytest.Config) -> RecordSettings:
             fixtures_option="--fal-fixtures",
             credentials=Credentials.from_env(),
             target_existed=existed,
+            media_max=parse_size(config.getoption("fal_record_media_max"), "--fal-record-media-max"),
         )
     except FalMockUsageError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -179,6 +196,8 @@ def fal_mock(request: pytest.FixtureRequest, fal_mock_server: FalMock) -> Iterat
         yield mock
     finally:
         patch.undo()
+    for note in mock.take_warnings():
+        warnings.warn(FalMockWarning(note), stacklevel=1)
     for blocked in mock.blocked_webhooks():
         warnings.warn(
             FalMockWarning(

@@ -9,7 +9,11 @@ a recorder that builds its own URLs instead of following the returned ones fails
 - ``fake/server-error``: 500; ``fake/html``: 200 text/html; ``fake/slow``: sleeps 1 s
 - ``fake/unauthorized``: 401
 - ``fake/echo``: the result echoes the Authorization header and query it received
-- anything else: an image result ``{"images": [...], "seed": n, "prompt": ...}``
+- ``fake/media``: ``{"images": [{"url": <this server>/media/<name>, ...}, ...], "seed": n}``, one
+  image per entry of ``media`` (name -> (bytes, content type)), served at ``GET /media/<name>``
+  (``redirects`` maps names to a 302 ``Location``)
+- anything else: an image result ``{"images": [...], "seed": n, "prompt": ...}`` (its URL is
+  on no media host, so a recording keeps it as it is)
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ class FakeFal:
     requests: list[Seen] = field(default_factory=list)
     jobs: dict[str, _Job] = field(default_factory=dict)
     seeds: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    redirects: dict[str, str] = field(default_factory=dict)
     _server: Optional[BaseWSGIServer] = None
     _thread: Optional[threading.Thread] = None
 
@@ -97,9 +103,15 @@ class FakeFal:
             time.sleep(1.0)
         if model == "fake/echo":
             return _json({"authorization": auth, "query": query, "note": f"called with {auth}"})
+        if model == "fake/media":
+            names = [*self.media, *self.redirects]
+            images = [{"url": f"{self.url}/media/{name}", "width": 8, "height": 8} for name in names]
+            return _json(
+                {"images": images, "seed": next(self.seeds), "again": images[0]["url"] if images else None}
+            )
         prompt = request_input.get("prompt", "") if isinstance(request_input, dict) else ""
         seed = next(self.seeds)
-        image = {"url": f"https://v3.fal.media/files/fake/{seed}.png", "width": 512, "height": 512}
+        image = {"url": f"https://images.example/fake/{seed}.png", "width": 512, "height": 512}
         return _json({"images": [image], "seed": seed, "prompt": prompt})
 
     def _app(self, request: Request) -> Response:
@@ -112,6 +124,14 @@ class FakeFal:
         )
         auth = request.headers.get("Authorization", "")
         query = request.query_string.decode()
+        if request.path.startswith("/media/"):
+            name = request.path[len("/media/") :]
+            if name in self.redirects:
+                return Response(status=302, headers={"Location": self.redirects[name]})
+            if name not in self.media:
+                return _json({"detail": "no such media"}, 404)
+            data, content_type = self.media[name]
+            return Response(data, content_type=content_type)
         if host == "fal.run":
             model = request.path.strip("/")
             return self._result(model, json.loads(body) if body else None, auth, query)

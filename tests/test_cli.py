@@ -182,6 +182,7 @@ def test_control_api_over_http(start: Start) -> None:
             "expected an http(s) base URL",
         ),
         (["--port", "70000"], "--port must be 0-65535"),
+        (["--record-media-max", "5 parsecs"], "--record-media-max: expected a size in bytes such as"),
     ],
 )
 def test_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
@@ -200,24 +201,40 @@ def test_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> N
 
 def test_records_through_an_upstream(start: Start, tmp_path: Path) -> None:
     fake = FakeFal().start()
+    fake.media = {"cat.png": (b"\x89PNG-ish", "image/png"), "big.bin": (b"x" * 100, "application/zip")}
     try:
         server = start(
-            "--fixtures", "rec/fal.json", "--record-mode", "new", "--upstream", fake.url, env={"FAL_KEY": KEY}
+            "--fixtures",
+            "rec/fal.json",
+            "--record-mode",
+            "new",
+            "--upstream",
+            fake.url,
+            "--record-media-max",
+            "50",
+            env={"FAL_KEY": KEY},
         )
         run = http("POST", f"{server.url}/run/fal-ai/fast-sdxl", {"prompt": "a tree"})
         assert (run.status, run.json["prompt"]) == (200, "a tree")
         envelope = http("POST", f"{server.url}/queue/fal-ai/flux/dev", {"prompt": "a cat"}).json
         assert http("GET", envelope["response_url"]).json["prompt"] == "a cat"
+        cat, big = http("POST", f"{server.url}/run/fake/media", {}).json["images"]
+        assert http("GET", cat["url"]).body == b"\x89PNG-ish"
+        assert big["url"] == f"{fake.url}/media/big.bin"
         code, err = server.stop()
         assert code == 0, err
         assert "recording (new) to rec/fal.json" in err
+        assert f"fal-mock: warning: fal_mock recorded {fake.url}/media/big.bin as a URL" in err
     finally:
         fake.stop()
-    assert {r.headers["Authorization"] for r in fake.requests} == {f"Key {KEY}"}
+    assert {r.headers.get("Authorization") for r in fake.requests if not r.path.startswith("/media/")} == {
+        f"Key {KEY}"
+    }
     written = (tmp_path / "rec" / "fal.json").read_text()
     assert [e["match"]["model"] for e in json.loads(written)["fixtures"]] == [
         "fal-ai/fast-sdxl",
         "fal-ai/flux/dev",
+        "fake/media",
     ]
     assert "cli-secret-abcdefgh" not in written
 

@@ -391,6 +391,32 @@ PNG_BYTES = bytes([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0xFF, 0
 FILE_URL = r"/fal/files/[0-9a-f]{32}/"
 
 
+def test_storage_upload_over_90_mib_goes_multipart(node_bin: str, fal_mock: FalMock) -> None:
+    result = run_js(node_bin, fal_mock, "upload_multipart")
+
+    url = result["url"]
+    assert re.fullmatch(re.escape(fal_mock.base_url) + FILE_URL + r"take\.mov", url)
+    assert (result["status"], result["contentType"]) == (200, "video/quicktime")
+    assert (result["receivedSize"], result["received"]) == (result["size"], result["sent"])
+    (upload,) = fal_mock.uploads
+    assert (upload.url, upload.file_name, upload.size, upload.via) == (
+        url,
+        "take.mov",
+        result["size"],
+        "multipart",
+    )
+    wire = [(r.method, r.route, target(r), r.status_code) for r in fal_mock.requests]
+    initiate = "https://rest.fal.ai/storage/upload/initiate-multipart?storage_type=fal-cdn-v3"
+    assert wire == [
+        ("POST", "storage.initiate_multipart", initiate, 200),
+        *[("PUT", "files.upload_part", None, 200)] * 10,  # straight to upload_url, in order
+        ("POST", "files.complete_multipart", None, 200),
+        ("GET", "files.get", None, 200),
+    ]
+    parts = [r.path.rsplit("/", 1)[1] for r in fal_mock.requests[1:11]]
+    assert parts == [str(n) for n in range(1, 11)]
+
+
 @pytest.mark.parametrize("middleware", MIDDLEWARES)
 def test_storage_upload_puts_directly_to_the_mock(node_bin: str, fal_mock: FalMock, middleware: str) -> None:
     result = run_js(node_bin, fal_mock, "upload", middleware)

@@ -59,7 +59,7 @@ def document(path: Path) -> Any:
 
 
 def flux_entry(seed: int, prompt: str = "a cat") -> dict[str, Any]:
-    image = {"url": f"https://v3.fal.media/files/fake/{seed}.png", "width": 512, "height": 512}
+    image = {"url": f"https://images.example/fake/{seed}.png", "width": 512, "height": 512}
     return {
         "match": {"endpoint": "fal", "input": {"prompt": prompt}, "model": "fal-ai/flux/dev"},
         "response": {"json": {"images": [image], "prompt": prompt, "seed": seed}},
@@ -144,7 +144,7 @@ def test_sync_run_is_forwarded_once_and_recorded(make: Make, fake: FakeFal, targ
     answer = http("POST", f"{mock.url}/run/fal-ai/fast-sdxl", {"prompt": "a tree"})
     assert answer.status == 200
     assert answer.json == {
-        "images": [{"url": "https://v3.fal.media/files/fake/1.png", "width": 512, "height": 512}],
+        "images": [{"url": "https://images.example/fake/1.png", "width": 512, "height": 512}],
         "prompt": "a tree",
         "seed": 1,
     }

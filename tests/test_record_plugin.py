@@ -70,7 +70,7 @@ def test_record_then_replay_image_job_sync_run_and_error(app: pytest.Pytester, f
     )
     recorded.assert_outcomes(passed=3)
     first = outputs(app.path)
-    assert first["flux"]["images"][0]["url"].startswith("https://v3.fal.media/files/fake/")
+    assert first["flux"]["images"][0]["url"].startswith("https://images.example/fake/")
     assert first["error"][0] == 422
     target = app.path / "fal.json"
     assert [(e["match"]["model"], e["response"].get("status", 200)) for e in entries(target)] == [

@@ -51,7 +51,7 @@ def test_on_image_fills_fal_defaults(fal_mock):
         "image/webp",
         "image/png",
         "image/png",
-        "image/png",
+        "image/gif",
     ]
     assert all(img["width"] == 1024 and img["height"] == 1024 for img in body["images"])
     assert body["images"][0]["url"] == "https://cdn.example/a.JPG?sig=1#frag"

@@ -43,6 +43,13 @@ def test_latency_memory_and_fal_client_sections_run(bench: ModuleType) -> None:
     assert bench.fal_client_loop(0.05) > 0
 
 
+def test_the_media_section_runs(bench: ModuleType) -> None:
+    timings = bench.media_timings(1)
+    assert set(timings) == {"image/png", "image/jpeg", "image/webp"}
+    assert all(ms > 0 for ms in timings.values())
+    assert bench.upload_seconds(1) > 0
+
+
 def test_the_table_lists_each_section(bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
     assert bench.main(["--sections", "4", "--jobs", "200", "--polls", "20"]) == 0
     table = capsys.readouterr().out

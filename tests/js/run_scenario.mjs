@@ -6,6 +6,8 @@
 // or {"ok": false, "error": ..., "fetches": [...]}. `fetches` lists every HTTP request the
 // process made (method + URL); any URL that is not on 127.0.0.1 is refused before it leaves.
 // Driven by tests/test_js_client.py.
+import { createHash, randomBytes } from "node:crypto";
+
 import { ApiError, fal, ValidationError } from "@fal-ai/client";
 
 import { configure, fetches, parseArgs } from "./harness.mjs";
@@ -170,6 +172,27 @@ const scenarios = {
       contentType: response.headers.get("content-type"),
       sent: hex(PNG),
       received: hex(bytes),
+    };
+  },
+
+  // fal.storage.upload over 90 MiB: initiate-multipart through the proxy, 10 MiB parts PUT
+  // directly one after the other (the ETag is read from the JSON answer), then complete
+  async upload_multipart() {
+    const size = 91 * 1024 * 1024 + 5;
+    const data = Buffer.alloc(size, randomBytes(1024 * 1024 + 13)); // every 10 MiB part differs
+    const file = new File([data], "take.mov", { type: "video/quicktime" });
+    const url = await fal.storage.upload(file);
+    const response = await fetch(url);
+    const received = Buffer.from(await response.arrayBuffer());
+    const sha256 = (buf) => createHash("sha256").update(buf).digest("hex");
+    return {
+      url,
+      status: response.status,
+      contentType: response.headers.get("content-type"),
+      size,
+      receivedSize: received.length,
+      sent: sha256(data),
+      received: sha256(received),
     };
   },
 

@@ -1,0 +1,240 @@
+"""Immutable bytes that need not sit in memory: request bodies, uploads and served files.
+
+A :class:`Blob` is read in pieces (:meth:`Blob.chunks`) or whole (:meth:`Blob.read`). Small
+bodies stay :class:`BytesBlob` (the fast path: no copy, no file); a body past
+:data:`SPOOL_THRESHOLD` is written to an anonymous temporary file as it arrives
+(:class:`Spool` -> :class:`FileBlob`), which the operating system removes when it is closed (at
+reset or stop) or when the process ends. Recorded media are :class:`PathBlob` (a file committed
+next to a fixture file) and an assembled multipart upload is a :class:`JoinedBlob` of its parts,
+so nothing large is ever copied or held whole in memory by the mock itself.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import IO, Callable, Iterator, Optional, Sequence, Union
+
+#: Bodies larger than this are spooled to a temporary file instead of kept in memory.
+SPOOL_THRESHOLD = 4 * 1024 * 1024
+#: Piece size for reading and serving spooled data.
+CHUNK = 1024 * 1024
+#: What a journal record keeps of a spooled body: its first bytes.
+SPOOLED_PREVIEW = 64 * 1024
+
+_HAS_PREAD = hasattr(os, "pread")
+
+
+class Blob:
+    """Immutable bytes of a known ``size``, read in pieces or whole."""
+
+    __slots__ = ()
+
+    @property
+    def size(self) -> int:
+        raise NotImplementedError
+
+    def chunks(self, chunk: int = CHUNK) -> Iterator[bytes]:
+        """The bytes in order, at most ``chunk`` at a time."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what backs the blob (a temporary file is deleted); reading it afterwards fails."""
+
+    @property
+    def in_memory(self) -> bool:
+        return False
+
+    def read(self) -> bytes:
+        """All the bytes (loads a spooled blob into memory: for small ones, or on request)."""
+        return b"".join(self.chunks())
+
+    def head(self, limit: int) -> bytes:
+        """The first ``limit`` bytes at most."""
+        out = bytearray()
+        for piece in self.chunks(min(limit, CHUNK) or 1):
+            out += piece[: limit - len(out)]
+            if len(out) >= limit:
+                break
+        return bytes(out)
+
+    def preview(self) -> bytes:
+        """What a record keeps: the whole body when it is in memory, else its first bytes."""
+        return self.read() if self.in_memory else self.head(SPOOLED_PREVIEW)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.size} bytes>"
+
+
+class BytesBlob(Blob):
+    """Bytes in memory."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes = b"") -> None:
+        self.data = data
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def in_memory(self) -> bool:
+        return True
+
+    def read(self) -> bytes:
+        return self.data
+
+    def head(self, limit: int) -> bytes:
+        return self.data if len(self.data) <= limit else self.data[:limit]
+
+    def chunks(self, chunk: int = CHUNK) -> Iterator[bytes]:
+        data = self.data
+        if len(data) <= chunk:
+            if data:
+                yield data
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), chunk):
+            yield bytes(view[start : start + chunk])
+
+
+EMPTY = BytesBlob()
+
+
+class FileBlob(Blob):
+    """Bytes in an (anonymous) temporary file this blob owns; safe to read from many threads."""
+
+    __slots__ = ("_file", "_lock", "_size")
+
+    def __init__(self, file: IO[bytes], size: int) -> None:
+        self._file = file
+        self._size = size
+        self._lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _read_at(self, offset: int, n: int) -> bytes:
+        if self._file.closed:
+            raise ValueError("this file is gone: the mock drops uploads when their test ends (reset)")
+        if _HAS_PREAD:
+            return os.pread(self._file.fileno(), n, offset)
+        with self._lock:  # pragma: no cover - platforms without os.pread (Windows)
+            self._file.seek(offset)
+            return self._file.read(n)
+
+    def chunks(self, chunk: int = CHUNK) -> Iterator[bytes]:
+        offset = 0
+        while offset < self._size:
+            piece = self._read_at(offset, min(chunk, self._size - offset))
+            if not piece:
+                raise OSError(f"spooled file ended at {offset} of {self._size} bytes")
+            offset += len(piece)
+            yield piece
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class PathBlob(Blob):
+    """A file on disk this blob does not own (recorded media next to a fixture file)."""
+
+    __slots__ = ("_size", "path")
+
+    def __init__(self, path: Path, size: Optional[int] = None) -> None:
+        self.path = path
+        self._size = path.stat().st_size if size is None else size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def chunks(self, chunk: int = CHUNK) -> Iterator[bytes]:
+        with self.path.open("rb") as handle:
+            while True:
+                piece = handle.read(chunk)
+                if not piece:
+                    return
+                yield piece
+
+
+class JoinedBlob(Blob):
+    """Blobs one after the other (a multipart upload's parts, in order); owns them."""
+
+    __slots__ = ("_size", "parts")
+
+    def __init__(self, parts: Sequence[Blob]) -> None:
+        self.parts = tuple(parts)
+        self._size = sum(part.size for part in self.parts)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def chunks(self, chunk: int = CHUNK) -> Iterator[bytes]:
+        for part in self.parts:
+            yield from part.chunks(chunk)
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.close()
+
+
+class Spool:
+    """Collects bytes as they arrive: in memory up to ``threshold``, then in a temporary file."""
+
+    __slots__ = ("_file", "_pieces", "size", "threshold")
+
+    def __init__(self, threshold: int = SPOOL_THRESHOLD) -> None:
+        self.threshold = threshold
+        self.size = 0
+        self._pieces: list[bytes] = []
+        self._file: Optional[IO[bytes]] = None
+
+    @classmethod
+    def filled(cls, fill: Callable[[Spool], None], threshold: int = SPOOL_THRESHOLD) -> Blob:
+        """The blob of what ``fill`` writes to a new spool (discarded if ``fill`` raises)."""
+        spool = cls(threshold)
+        try:
+            fill(spool)
+        except BaseException:
+            spool.discard()
+            raise
+        return spool.blob()
+
+    def write(self, data: Union[bytes, bytearray, memoryview]) -> None:
+        if not data:
+            return
+        self.size += len(data)
+        if self._file is None and self.size > self.threshold:
+            self._file = tempfile.TemporaryFile(prefix="fal_mock-")  # noqa: SIM115 - the blob owns it
+            for piece in self._pieces:
+                self._file.write(piece)
+            self._pieces.clear()
+        if self._file is not None:
+            self._file.write(data)
+        else:
+            self._pieces.append(bytes(data))
+
+    def blob(self) -> Blob:
+        """What was written, as a blob (the spool must not be written to afterwards)."""
+        if self._file is None:
+            return BytesBlob(b"".join(self._pieces))
+        self._file.flush()
+        return FileBlob(self._file, self.size)
+
+    def discard(self) -> None:
+        """Drop what was written (e.g. the body turned out to be too large)."""
+        self._pieces.clear()
+        if self._file is not None:
+            self._file.close()

@@ -1,0 +1,252 @@
+"""The one file store: uploads, files a test added, generated media and recorded media.
+
+Held by :class:`~._stores.Stores` and guarded by its lock. Per-test files (uploads, multipart
+uploads under way, ``add_file``, generated media served in this test) are dropped at reset, and
+their temporary files deleted; recorded media are registered for the session (they are files
+next to a fixture file, read on demand). Every file is served at
+``/fal/files/<id>/<name>`` (:func:`~._urls.file_url`) except generated media
+(``/fal/files/generated/<spec>/<name>``, made on demand by :mod:`._media`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ContextManager, Iterable, Literal, Optional
+from urllib.parse import unquote
+
+from ._blob import Blob, JoinedBlob, PathBlob
+
+FileKey = tuple[str, str]
+Source = Literal["upload", "added", "generated", "recorded"]
+
+#: Extensions of the media types fal answers with, fixed here (``mimetypes`` varies by platform).
+MEDIA_TYPES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "mp4": "video/mp4",
+    "webm": "video/webm",
+    "mov": "video/quicktime",
+    "mkv": "video/x-matroska",
+    "avi": "video/x-msvideo",
+    "m4v": "video/x-m4v",
+    "wav": "audio/wav",
+    "mp3": "audio/mpeg",
+}
+_EXTENSIONS = {"image/jpeg": "jpg", **{v: k for k, v in MEDIA_TYPES.items() if v != "image/jpeg"}}
+#: Multipart part numbers run 1..MAX_PARTS (S3's limit, which fal's CDN follows).
+MAX_PARTS = 10_000
+
+
+def extension(name: str) -> str:
+    """``cat.PNG`` -> ``png``; ``clip`` -> ``""``."""
+    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
+def content_type_for(name: str) -> str:
+    """The media type a file name's extension stands for (``application/octet-stream`` if none)."""
+    known = MEDIA_TYPES.get(extension(name))
+    if known:
+        return known
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def extension_for(content_type: str) -> str:
+    """``image/jpeg`` -> ``jpg``; an unknown type -> ``bin``."""
+    bare = content_type.split(";", 1)[0].strip().lower()
+    return _EXTENSIONS.get(bare) or (mimetypes.guess_extension(bare) or ".bin").lstrip(".")
+
+
+def safe_name(name: str, content_type: str = "") -> str:
+    """A file name safe as one URL path segment; unnamed files get ``upload.<ext>``."""
+    cleaned = name.replace("/", "_").replace("\\", "_").replace("\x00", "").replace("?", "_")
+    cleaned = cleaned.replace("#", "_").strip()
+    if cleaned not in ("", ".", ".."):
+        return cleaned
+    return "upload." + extension_for(content_type)
+
+
+def new_file_id() -> str:
+    return secrets.token_hex(16)
+
+
+@dataclass
+class FileEntry:
+    """One file the mock serves. ``url`` is None for recorded media (served on every host)."""
+
+    key: FileKey
+    blob: Blob
+    content_type: str
+    source: Source
+    url: Optional[str] = None
+    #: How an upload arrived: ``cdn``, ``storage`` or ``multipart``.
+    via: str = ""
+
+    @property
+    def file_name(self) -> str:
+        return self.key[1]
+
+
+@dataclass(frozen=True)
+class RecordedMedia:
+    """A media file next to a fixture file that the response URL ``url`` is served from."""
+
+    url: str
+    path: Path
+    content_type: str
+
+    @property
+    def key(self) -> FileKey:
+        """Served as ``<id>/<the URL's file name>``; the id is unique to the file on disk."""
+        name = self.url.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        file_id = hashlib.sha256(str(self.path).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        return (file_id, safe_name(unquote(name), self.content_type))
+
+
+@dataclass
+class MultipartUpload:
+    """A multipart upload under way: parts arrive in any order, each answered with an ETag."""
+
+    upload_id: str
+    key: FileKey
+    url: str
+    content_type: str
+    parts: dict[int, tuple[str, Blob]] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for _, blob in self.parts.values():
+            blob.close()
+        self.parts.clear()
+
+
+class MultipartError(Exception):
+    """A ``complete`` the parts do not add up to; answered 400 with this detail."""
+
+
+class FileStore:
+    """The files the mock serves; every method takes ``lock`` (the stores' lock)."""
+
+    def __init__(self, lock: ContextManager[Any]) -> None:
+        self.lock = lock
+        self._test: OrderedDict[FileKey, FileEntry] = OrderedDict()
+        self._session: OrderedDict[FileKey, FileEntry] = OrderedDict()
+        self._multipart: dict[str, MultipartUpload] = {}
+
+    # -- files --------------------------------------------------------------------------
+    def put(self, entry: FileEntry) -> None:
+        """Serve ``entry`` until the next reset (a file at the same key is replaced)."""
+        with self.lock:
+            old = self._test.pop(entry.key, None)
+            self._test[entry.key] = entry
+        if old is not None and old.blob is not entry.blob:
+            old.blob.close()
+
+    def get(self, key: FileKey) -> Optional[FileEntry]:
+        with self.lock:
+            return self._test.get(key) or self._session.get(key)
+
+    def entries(self) -> list[FileEntry]:
+        """Recorded media first, then this test's files in the order they arrived."""
+        with self.lock:
+            return [*self._session.values(), *self._test.values()]
+
+    def add_recorded(self, media: Iterable[RecordedMedia]) -> None:
+        """Serve recorded media for the session (read from disk on each download)."""
+        with self.lock:
+            for item in media:
+                if item.key not in self._session:
+                    blob = PathBlob(item.path)
+                    self._session[item.key] = FileEntry(item.key, blob, item.content_type, "recorded")
+
+    # -- multipart ------------------------------------------------------------------------
+    def begin_multipart(self, key: FileKey, url: str, content_type: str) -> str:
+        upload_id = new_file_id()
+        with self.lock:
+            self._multipart[upload_id] = MultipartUpload(upload_id, key, url, content_type)
+        return upload_id
+
+    def add_part(self, upload_id: str, key: FileKey, number: int, blob: Blob) -> Optional[str]:
+        """Keep part ``number``; its ETag, or None when no such upload is under way."""
+        etag = f'"{new_file_id()}"'
+        with self.lock:
+            upload = self._multipart.get(upload_id)
+            if upload is None or upload.key != key:
+                old = None
+                etag = ""
+            else:
+                old = upload.parts.get(number)
+                upload.parts[number] = (etag, blob)
+        if old is not None:  # the client sent this part again: keep the newest
+            old[1].close()
+        if not etag:
+            blob.close()
+            return None
+        return etag
+
+    def complete_multipart(self, upload_id: str, key: FileKey, listed: Any) -> Optional[FileEntry]:
+        """Assemble the parts ``listed`` (``[{"partNumber", "etag"}, ...]``) into an upload.
+
+        None when no such upload is under way; :class:`MultipartError` when the list is
+        malformed, names a part that never arrived or an ETag that does not match.
+        """
+        with self.lock:
+            upload = self._multipart.get(upload_id)
+            if upload is None or upload.key != key:
+                return None
+            order = _check_parts(listed, upload)
+            del self._multipart[upload_id]
+            chosen = [upload.parts.pop(number)[1] for number in order]
+        upload.close()  # parts uploaded but not listed are dropped, as S3 does
+        return FileEntry(key, JoinedBlob(chosen), upload.content_type, "upload", upload.url, "multipart")
+
+    # -- reset --------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Drop this test's files and multipart uploads (deleting their temporary files)."""
+        with self.lock:
+            entries = list(self._test.values())
+            uploads = list(self._multipart.values())
+            self._test.clear()
+            self._multipart.clear()
+        for entry in entries:
+            entry.blob.close()
+        for upload in uploads:
+            upload.close()
+
+
+def _check_parts(listed: Any, upload: MultipartUpload) -> list[int]:
+    """The part numbers ``listed`` names, in order, once each is known to match what arrived."""
+    if not isinstance(listed, list) or not listed:
+        raise MultipartError('the body must be {"parts": [{"partNumber": 1, "etag": "..."}, ...]}')
+    numbers: list[int] = []
+    for i, part in enumerate(listed):
+        number = part.get("partNumber") if isinstance(part, dict) else None
+        etag = part.get("etag") if isinstance(part, dict) else None
+        if isinstance(number, bool) or not isinstance(number, int) or not isinstance(etag, str):
+            raise MultipartError(
+                f'parts[{i}] must be {{"partNumber": <int>, "etag": <str>}}, got {part!r:.120}'
+            )
+        arrived = upload.parts.get(number)
+        if arrived is None:
+            have = ", ".join(str(n) for n in sorted(upload.parts)) or "none"
+            raise MultipartError(f"part {number} was never uploaded (parts received: {have})")
+        if arrived[0] != etag:
+            raise MultipartError(
+                f"part {number}: etag {etag!r} does not match the uploaded part's {arrived[0]!r}"
+            )
+        numbers.append(number)
+    order = sorted(numbers)
+    if len(set(order)) != len(order):
+        raise MultipartError("a part number is listed twice")
+    if order != list(range(1, len(order) + 1)):
+        missing = sorted(set(range(1, order[-1] + 1)) - set(order))
+        raise MultipartError(
+            f"part {missing[0]} is missing: parts must be numbered 1..{len(order)} without gaps"
+        )
+    return order

@@ -1,0 +1,173 @@
+"""Storage routes: upload tokens, single and multipart uploads, and serving files.
+
+- ``storage.token``: ``POST /fal/rest/storage/auth/token`` -> ``{token, token_type, base_url, expires_at}``;
+- ``cdn.upload``: ``POST /fal/cdn/files/upload`` (raw bytes) -> ``{access_url}``;
+- ``storage.initiate``: ``POST /fal/rest/storage/upload/initiate`` -> ``{upload_url, file_url}``,
+  then ``files.put``: ``PUT <upload_url>`` (raw bytes) -> ``{file_url}``;
+- ``cdn.upload_multipart``: ``POST /fal/cdn/files/upload/multipart`` -> ``{access_url, uploadId}``;
+- ``storage.initiate_multipart``: ``POST /fal/rest/storage/upload/initiate-multipart``
+  -> ``{upload_url, file_url}``;
+- ``files.upload_part``: ``PUT <file url>/multipart/<uploadId>/<n>`` -> ``ETag`` header and
+  ``{partNumber, etag}``;
+- ``files.complete_multipart``: ``POST <file url>/multipart/<uploadId>/complete`` with
+  ``{"parts": [...]}`` -> ``{access_url}`` (400 naming a missing or mismatched part);
+- ``files.get``: ``GET <file url>`` -> the bytes with their content type; ``files.generated``:
+  ``GET /fal/files/generated/<spec>/<name>`` -> generated media (:mod:`._media`).
+
+``fal_client`` uses the first two (and, over 100 MiB, the CDN multipart flow); ``@fal-ai/client``
+initiates and PUTs (and, over 90 MiB, uses the storage multipart flow). A multipart ``upload_url``
+is ``<file url>/multipart/<uploadId>``, so both clients' parts and completions land on the same
+two routes; a part answers its ETag both as a header (``fal_client`` reads it there) and in the
+JSON body (``@fal-ai/client`` reads it there).
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from ._blob import BytesBlob
+from ._files import FileEntry, FileKey, MultipartError, new_file_id, safe_name
+from ._media import MediaSpec, MediaUnavailable, generate
+from ._reply import Reply, detail
+from ._routing import Operation, Route
+from ._stores import Stores
+from ._urls import GENERATED, file_url, generated_url, multipart_url, service_url
+
+Handler = Callable[[Operation], Reply]
+
+
+class Storage:
+    """Answers the storage and file routes from the stores' file store."""
+
+    def __init__(self, stores: Stores) -> None:
+        self.stores = stores
+
+    @property
+    def handlers(self) -> dict[Route, Handler]:
+        return {
+            "storage.token": self._token,
+            "storage.initiate": self._initiate,
+            "storage.initiate_multipart": self._initiate_multipart,
+            "cdn.upload": self._cdn_upload,
+            "cdn.upload_multipart": self._cdn_multipart,
+            "files.put": self._put,
+            "files.get": self._get,
+            "files.generated": self._generated,
+            "files.upload_part": self._part,
+            "files.complete_multipart": self._complete,
+        }
+
+    @staticmethod
+    def _new_file(op: Operation, name: str, content_type: str) -> tuple[FileKey, str]:
+        """A fresh file key ``(id, safe name)`` and its URL."""
+        key = (new_file_id(), safe_name(name, content_type))
+        return key, file_url(op.base_url, *key)
+
+    @staticmethod
+    def _key(op: Operation) -> FileKey:
+        assert op.file_id is not None
+        assert op.file_name is not None
+        return op.file_id, op.file_name
+
+    # -- tokens and single uploads ----------------------------------------------------------
+    def _token(self, op: Operation) -> Reply:
+        expires = datetime.now(timezone.utc) + timedelta(hours=1)
+        return Reply(
+            200,
+            {
+                "token": secrets.token_hex(16),
+                "token_type": "Bearer",
+                "base_url": service_url(op.base_url, "cdn"),
+                "expires_at": expires.isoformat(),
+            },
+        )
+
+    def _cdn_upload(self, op: Operation) -> Reply:
+        content_type = op.headers.get("content-type", "application/octet-stream")
+        key, url = self._new_file(op, op.headers.get("x-fal-file-name", ""), content_type)
+        self.stores.add_file(FileEntry(key, op.body, content_type, "upload", url, "cdn"))
+        return Reply(200, {"access_url": url})
+
+    def _initiate_spec(self, op: Operation) -> tuple[FileKey, str, str]:
+        spec = op.input if isinstance(op.input, dict) else {}
+        name = spec.get("file_name") or spec.get("filename") or ""
+        content_type = str(spec.get("content_type") or "")
+        key, url = self._new_file(op, str(name), content_type)
+        return key, url, content_type or "application/octet-stream"
+
+    def _initiate(self, op: Operation) -> Reply:
+        _, url, _ = self._initiate_spec(op)
+        return Reply(200, {"upload_url": url, "file_url": url})
+
+    def _put(self, op: Operation) -> Reply:
+        key = self._key(op)
+        url = file_url(op.base_url, *key)
+        content_type = op.headers.get("content-type", "application/octet-stream")
+        self.stores.add_file(FileEntry(key, op.body, content_type, "upload", url, "storage"))
+        return Reply(200, {"file_url": url})
+
+    # -- multipart --------------------------------------------------------------------------
+    def _cdn_multipart(self, op: Operation) -> Reply:
+        content_type = op.headers.get("content-type", "application/octet-stream")
+        key, url = self._new_file(op, op.headers.get("x-fal-file-name", ""), content_type)
+        upload_id = self.stores.files.begin_multipart(key, url, content_type)
+        return Reply(200, {"access_url": url, "uploadId": upload_id})
+
+    def _initiate_multipart(self, op: Operation) -> Reply:
+        key, url, content_type = self._initiate_spec(op)
+        upload_id = self.stores.files.begin_multipart(key, url, content_type)
+        return Reply(200, {"upload_url": multipart_url(url, upload_id), "file_url": url})
+
+    @staticmethod
+    def _no_upload(op: Operation) -> Reply:
+        return detail(
+            404,
+            f"No multipart upload {op.upload_id} in progress at {op.path} (never initiated, "
+            "already completed, or dropped when the test ended)",
+        )
+
+    def _part(self, op: Operation) -> Reply:
+        assert op.upload_id is not None
+        assert op.part_number is not None
+        etag = self.stores.files.add_part(op.upload_id, self._key(op), op.part_number, op.body)
+        if etag is None:
+            return self._no_upload(op)
+        return Reply(200, {"partNumber": op.part_number, "etag": etag}, {"ETag": etag})
+
+    def _complete(self, op: Operation) -> Reply:
+        assert op.upload_id is not None
+        listed = op.input.get("parts") if isinstance(op.input, dict) else None
+        try:
+            entry = self.stores.files.complete_multipart(op.upload_id, self._key(op), listed)
+        except MultipartError as exc:
+            return detail(400, f"Cannot complete multipart upload {op.upload_id}: {exc}")
+        if entry is None:
+            return self._no_upload(op)
+        self.stores.add_file(entry)
+        return Reply(200, {"access_url": entry.url})
+
+    # -- downloads --------------------------------------------------------------------------
+    def _get(self, op: Operation) -> Reply:
+        entry = self.stores.files.get(self._key(op))
+        if entry is None:
+            return detail(404, f"No uploaded file at {op.path}")
+        return Reply(200, raw=entry.blob, content_type=entry.content_type)
+
+    def _generated(self, op: Operation) -> Reply:
+        segment, name = self._key(op)
+        spec = MediaSpec.parse(segment)
+        try:
+            if spec is None:
+                raise KeyError(segment)
+            data, content_type = generate(spec, name)
+        except KeyError:
+            return detail(404, f"No generated media at {op.path}")
+        except MediaUnavailable as exc:
+            return detail(exc.status, exc.detail)
+        key = (f"{GENERATED}/{segment}", name)
+        if self.stores.files.get(key) is None:
+            url = generated_url(op.base_url, segment, name)
+            self.stores.add_file(FileEntry(key, BytesBlob(data), content_type, "generated", url))
+        return Reply(200, raw=BytesBlob(data), content_type=content_type)
