@@ -165,6 +165,11 @@ class FileStore:
                     blob = PathBlob(item.path)
                     self._session[item.key] = FileEntry(item.key, blob, item.content_type, "recorded")
 
+    def clear_recorded(self) -> None:
+        """Stop serving recorded media (their session stubs are gone)."""
+        with self.lock:
+            self._session.clear()
+
     # -- multipart ------------------------------------------------------------------------
     def begin_multipart(self, key: FileKey, url: str, content_type: str) -> str:
         upload_id = new_file_id()

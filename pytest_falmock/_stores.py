@@ -96,6 +96,7 @@ class Stores:
         with self.lock:
             count = len(self.session_stubs)
             self.session_stubs.clear()
+            self.files.clear_recorded()
             return count
 
     # -- request generations ------------------------------------------------------------

@@ -120,6 +120,8 @@ def test_replay_serves_the_recorded_bytes_with_the_upstream_gone(
             ]
             replay.reset()
             assert http("GET", image["url"]).body == PNG  # recorded media live for the session
+            replay.clear_session_stubs()
+            assert (replay.files, http("GET", image["url"]).status) == ([], 404)
     finally:
         fake.start()
 
