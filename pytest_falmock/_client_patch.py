@@ -3,7 +3,8 @@
 Recipe (verified against fal-client 0.5 - 1.0.3): patch the URL constants of
 ``fal_client.client`` (read at call time), set a dummy ``FAL_KEY``, let 127.0.0.1 bypass HTTP
 proxies, and drop the cached ``_auth``/``_client``/``_token_manager`` of the module-level
-clients so they are rebuilt against the patched URLs.
+clients so they are rebuilt against the patched URLs. Given the mock's clock, the module's
+waits become virtual too (``_virtual_time.py``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from importlib import metadata
 from types import ModuleType
 from typing import Any, Callable, Optional
 
+from ._clock import Clock
 from ._constants import DUMMY_FAL_KEY
 from ._urls import service_url, websocket_url
+from ._virtual_time import VirtualTime, missing_waits
 
 CACHED = ("_auth", "_client", "_token_manager")
 REQUIRED = ("RUN_URL_FORMAT", "QUEUE_URL_FORMAT", "CDN_URL", "REALTIME_URL_FORMAT")
@@ -30,16 +33,22 @@ class TrackingExecutor(concurrent.futures.ThreadPoolExecutor):
     A sync ``subscribe(client_timeout=...)`` runs on that executor and, when the timeout
     expires, leaves its poller running. The patch waits for such pollers before the test's
     jobs are dropped, so they finish against the job they polled instead of leaking requests
-    into the next test or retrying against a stopped server at interpreter exit.
+    into the next test or retrying against a stopped server at interpreter exit. Under
+    ``virtual`` time the futures' timeouts run on the mock's clock (and such a poller stops at
+    the timeout).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, virtual: Optional[VirtualTime] = None) -> None:
         super().__init__(thread_name_prefix="fal_mock-fal_client")
         self._futures: list[concurrent.futures.Future[Any]] = []
         self._futures_lock = threading.Lock()
+        self._virtual = virtual
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        future = super().submit(fn, *args, **kwargs)
+        if self._virtual is not None:
+            future = self._virtual.submit(super().submit, fn, *args, **kwargs)
+        else:
+            future = super().submit(fn, *args, **kwargs)
         with self._futures_lock:
             self._futures.append(future)
         return future
@@ -78,22 +87,27 @@ def import_fal_client() -> Optional[tuple[ModuleType, ModuleType]]:
 
 
 class FalClientPatch:
-    """Apply with :meth:`apply`, undo with :meth:`undo` (both idempotent)."""
+    """Apply with :meth:`apply`, undo with :meth:`undo` (both idempotent).
 
-    def __init__(self, base_url: str) -> None:
+    With a ``clock``, the client's waits advance it instead of waiting (virtual time).
+    """
+
+    def __init__(self, base_url: str, clock: Optional[Clock] = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.clock = clock
         self._saved_attrs: list[tuple[Any, str, Any]] = []
         self._saved_env: list[tuple[str, Optional[str]]] = []
         self._modules: Optional[tuple[ModuleType, ModuleType]] = None
         self._executor: Optional[TrackingExecutor] = None
+        self._virtual: Optional[VirtualTime] = None
 
     @property
     def active(self) -> bool:
         return self._modules is not None
 
-    def targets(self, client_module: ModuleType) -> dict[str, str]:
+    def targets(self, client_module: ModuleType) -> dict[str, Any]:
         base = self.base_url
-        targets = {
+        targets: dict[str, Any] = {
             "RUN_URL_FORMAT": service_url(base, "run") + "/",
             "QUEUE_URL_FORMAT": service_url(base, "queue") + "/",
             "CDN_URL": service_url(base, "cdn"),
@@ -127,10 +141,22 @@ class FalClientPatch:
                 "fal.ai. Pin a supported fal-client or opt out with "
                 "@pytest.mark.fal_mock(patch_client=False)."
             )
-        for name, value in self.targets(client_module).items():
+        targets = self.targets(client_module)
+        has_executor = isinstance(getattr(client_module, "EXECUTOR", None), concurrent.futures.Executor)
+        if self.clock is not None:
+            missing = missing_waits(client_module) + ([] if has_executor else ["EXECUTOR"])
+            if missing:
+                raise FalClientPatchError(
+                    f"fal_client.client has no {', '.join(missing)} in this fal_client version; "
+                    "pytest-falmock cannot make its waits virtual. Pin a supported fal-client or "
+                    "opt out with @pytest.mark.fal_mock(virtual_time=False)."
+                )
+            self._virtual = VirtualTime(self.clock)
+            targets.update(self._virtual.replacements(client_module))
+        for name, value in targets.items():
             self._set(client_module, name, value)
-        if isinstance(getattr(client_module, "EXECUTOR", None), concurrent.futures.Executor):
-            self._executor = TrackingExecutor()
+        if has_executor:
+            self._executor = TrackingExecutor(self._virtual)
             self._set(client_module, "EXECUTOR", self._executor)
         self._env("FAL_KEY", DUMMY_FAL_KEY)
         for name in ("FAL_KEY_ID", "FAL_KEY_SECRET", "FAL_FORCE_AUTH_BY_USER"):
@@ -150,6 +176,9 @@ class FalClientPatch:
         if self._modules is None:
             return
         fal_client, _ = self._modules
+        if self._virtual is not None:
+            self._virtual.close()  # a poller parked at its timeout stops
+            self._virtual = None
         if self._executor is not None:
             self._executor.settle()  # while the mock still knows this test's jobs
             self._executor = None

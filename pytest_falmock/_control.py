@@ -8,6 +8,7 @@
 | POST | ``/__falmock/reset`` | 200 ``{"reset": true}``: jobs, journal and per-test state cleared |
 | GET | ``/__falmock/requests`` | 200, the journal as a JSON list |
 | GET | ``/__falmock/unmatched`` | 200, the requests no stub served, each with every stub's reason |
+| POST | ``/__falmock/advance`` | 200 ``{"advanced": n, "offset": total}``: body ``{"seconds": n}`` |
 
 Routing turns these paths into ``control.*`` operations (method rules included); this module
 answers them through the small :class:`Controlled` protocol that
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Protocol, Sequence, Union
 
+from ._clock import Clock
 from ._fixture_files import FixtureFileError
 from ._journal import FalRequest, UnmatchedRequest
 from ._reply import Reply
@@ -39,6 +41,11 @@ class Controlled(Protocol):
     def add_fixture_document(self, document: Any, source: str = ...) -> int: ...
 
     def clear_session_stubs(self) -> int: ...
+
+    def advance(self, seconds: float) -> None: ...
+
+    @property
+    def clock(self) -> Clock: ...
 
 
 def _request_fields(request: Union[FalRequest, UnmatchedRequest]) -> dict[str, Any]:
@@ -78,18 +85,26 @@ class Control:
             "control.reset": self._reset,
             "control.requests": self._requests,
             "control.unmatched": self._unmatched,
+            "control.advance": self._advance,
         }
 
     def _health(self, op: Operation) -> Reply:
         return Reply(200, {"status": "ok"})
 
-    def _fixtures(self, op: Operation) -> Reply:
-        source = "POST /__falmock/fixtures"
+    @staticmethod
+    def _json_body(op: Operation, source: str) -> Any:
+        """The body as JSON (None when empty); a :class:`Reply` 400 when it is not JSON."""
         try:
             raw = op.body.read()
-            document = json.loads(raw) if raw.strip() else None
+            return json.loads(raw) if raw.strip() else None
         except (ValueError, RecursionError) as exc:
             return Reply(400, {"detail": f"{source}: the body is not valid JSON: {exc}"})
+
+    def _fixtures(self, op: Operation) -> Reply:
+        source = "POST /__falmock/fixtures"
+        document = self._json_body(op, source)
+        if isinstance(document, Reply):
+            return document
         try:
             added = self._mock.add_fixture_document(document, source)
         except FixtureFileError as exc:
@@ -108,3 +123,16 @@ class Control:
 
     def _unmatched(self, op: Operation) -> Reply:
         return Reply(200, [unmatched_record(r) for r in self._mock.unmatched])
+
+    def _advance(self, op: Operation) -> Reply:
+        source = "POST /__falmock/advance"
+        body = self._json_body(op, source)
+        if isinstance(body, Reply):
+            return body
+        if not isinstance(body, dict) or set(body) != {"seconds"}:
+            return Reply(400, {"detail": f'{source}: expected a JSON body {{"seconds": N}}, got {body!r}'})
+        try:
+            self._mock.advance(body["seconds"])
+        except (TypeError, ValueError) as exc:
+            return Reply(400, {"detail": f"{source}: {exc}"})
+        return Reply(200, {"advanced": float(body["seconds"]), "offset": self._mock.clock.offset})

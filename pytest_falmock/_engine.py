@@ -11,6 +11,7 @@ import time
 from typing import Any, Callable, Iterator, Optional, Protocol, Union
 
 from ._blob import Blob
+from ._clock import Clock
 from ._constants import (
     CANCELLED_ERROR_TYPE,
     ERROR_TYPE_HEADER,
@@ -29,7 +30,8 @@ from ._storage import Storage
 from ._stores import Stores
 from ._stubs import Kind, RenderContext, Stub
 
-#: Seconds a streamed status waits between polls while a job's latency runs.
+#: Seconds a streamed status waits between polls while a job's latency runs (real time; under
+#: virtual time the stream moves the clock to the job's completion instead).
 STREAM_POLL_INTERVAL = 0.05
 #: What a request whose start timeout ran out answers (a run at once, a queue job's result).
 TIMEOUT_STATUS = 504
@@ -81,23 +83,22 @@ class _EarlyReply(Exception):
         self.unmatched = unmatched
 
 
-def sleep(seconds: float) -> None:
-    """Every wait the engine makes for a stub's latency or a start timeout goes through here."""
-    time.sleep(seconds)
-
-
 class Engine:
-    """Answers every fal route; ``settings`` returns the mock's settings of the moment."""
+    """Answers every fal route; ``settings`` returns the mock's settings of the moment, ``clock``
+    is the mock's clock (every advance completes the jobs whose latency has run, see :meth:`tick`)."""
 
     def __init__(
         self,
         stores: Stores,
         settings: Callable[[], Settings],
+        clock: Clock,
         upstream: Optional[Upstream] = None,
         signer: Optional[JwksSource] = None,
     ) -> None:
         self.stores = stores
         self.settings = settings
+        self.clock = clock
+        clock.listen(self.tick)
         self.signer = signer
         #: Called (outside the lock) with every job that reaches COMPLETED.
         self.completion_listeners: list[CompletionListener] = []
@@ -205,6 +206,30 @@ class Engine:
         for listener in self.completion_listeners:
             listener(job)
 
+    # -- time ---------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Complete the pending jobs whose latency has run and whose polls are done (their
+        webhooks fire); called after every advance of the clock."""
+        with self.stores.lock:
+            timed = self.stores.timed_jobs
+            if not timed:
+                return
+            completed = [job for job in timed.values() if job.complete_if_due()]
+            for request_id in [key for key, job in timed.items() if not job.waits_for_time]:
+                del timed[request_id]
+        for job in completed:
+            self._completed(job)
+
+    def _wait(self, seconds: float) -> None:
+        """Every wait the engine makes (a stub's latency, a start timeout): under virtual time
+        the clock moves on, otherwise the thread sleeps."""
+        if seconds <= 0:
+            return
+        if self.settings().virtual_time:
+            self.clock.advance(seconds)
+        else:
+            time.sleep(seconds)
+
     # -- queue --------------------------------------------------------------------------
     def _submit(self, op: Operation) -> Reply:
         stub = self._claim(op, "queue")
@@ -226,6 +251,7 @@ class Engine:
             base_url=op.base_url,
             result_status=status,
             result_body=body,
+            clock=self.clock,
             error_type=error_type,
             result_headers=headers,
             latency=latency,
@@ -283,7 +309,8 @@ class Engine:
                 if job.done:
                     return
                 if job.polls >= job.config.completed:  # only latency holds it back
-                    time.sleep(STREAM_POLL_INTERVAL)
+                    left = job.time_left()
+                    self._wait(left if self.settings().virtual_time else min(left, STREAM_POLL_INTERVAL))
 
         return Reply(200, None, {REQUEST_ID_HEADER: job.request_id}, events=events())
 
@@ -323,11 +350,10 @@ class Engine:
         """A run's answer, after the stub's latency - or fal's 504 once the start timeout runs out."""
         headers = {REQUEST_ID_HEADER: new_request_id()}
         if op.start_timeout is not None and stub.latency > op.start_timeout:
-            sleep(op.start_timeout)
+            self._wait(op.start_timeout)
             headers[ERROR_TYPE_HEADER] = REQUEST_TIMEOUT_ERROR_TYPE
             return Reply(TIMEOUT_STATUS, dict(TIMEOUT_BODY), {**headers, **TIMEOUT_HEADERS})
-        if stub.latency > 0:
-            sleep(stub.latency)
+        self._wait(stub.latency)
         headers.update(stub.headers)
         if stub.events is not None:
             return Reply(200, None, headers, events=iter(list(stub.events)))

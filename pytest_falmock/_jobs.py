@@ -5,11 +5,11 @@ Pure logic, no locking: callers hold the store's lock while they touch a job.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
+from ._clock import Clock
 from ._constants import CANCELLED_ERROR_TYPE, CANCELLED_MESSAGE, COMPLETED, IN_PROGRESS, IN_QUEUE
 from ._urls import job_url
 
@@ -30,10 +30,10 @@ class QueueConfig:
 _stamp: tuple[int, str] = (0, "")
 
 
-def _now() -> str:
-    """``datetime.now(timezone.utc).isoformat(timespec="milliseconds")``, formatted once per ms."""
+def _stamp_at(seconds: float) -> str:
+    """``seconds`` (epoch) as ISO 8601 UTC with milliseconds, formatted once per ms."""
     global _stamp
-    ms = time.time_ns() // 1_000_000
+    ms = int(seconds * 1000)
     cached = _stamp
     if cached[0] == ms:
         return cached[1]
@@ -43,8 +43,8 @@ def _now() -> str:
     return text
 
 
-def _log(message: str) -> dict[str, Any]:
-    return {"timestamp": _now(), "level": "INFO", "source": "user", "message": message}
+def _log(message: str, clock: Clock) -> dict[str, Any]:
+    return {"timestamp": _stamp_at(clock.time()), "level": "INFO", "source": "user", "message": message}
 
 
 @dataclass
@@ -56,12 +56,14 @@ class Job:
     base_url: str
     result_status: int
     result_body: Any
+    #: The mock's clock: latency and log timestamps are read from it.
+    clock: Clock = field(repr=False)
     error_type: Optional[str] = None
     #: Extra headers of the result answer (a stub's ``headers``, a start timeout's).
     result_headers: dict[str, str] = field(default_factory=dict)
     latency: float = 0.0
     webhook_url: Optional[str] = None
-    submitted_at: float = field(default_factory=time.monotonic)
+    submitted_at: float = field(init=False)
     polls: int = 0
     state: str = IN_QUEUE
     completed_at: Optional[float] = None
@@ -69,7 +71,8 @@ class Job:
     logs: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.logs.append(_log("Job enqueued."))
+        self.submitted_at = self.clock.monotonic()
+        self.logs.append(_log("Job enqueued.", self.clock))
         if self.config.completed == 0 and self.latency <= 0:
             self._complete(self.submitted_at)
 
@@ -92,11 +95,11 @@ class Job:
             return IN_PROGRESS
         return COMPLETED
 
-    def poll(self, now: Optional[float] = None) -> bool:
+    def poll(self) -> bool:
         """Count one status call and move the job on; True when it just completed."""
         if self.done:
             return False
-        now = time.monotonic() if now is None else now
+        now = self.clock.monotonic()
         self.polls += 1
         new = self._state_for(self.polls, now)
         if new == self.state:
@@ -105,22 +108,41 @@ class Job:
             self._complete(now)
             return True
         self.state = new
-        self.logs.append(_log("Job started processing."))
+        self.logs.append(_log("Job started processing.", self.clock))
         return False
+
+    def complete_if_due(self) -> bool:
+        """Complete a job that only waited for time to pass (its polls are done); True if it did."""
+        if self.done:
+            return False
+        now = self.clock.monotonic()
+        if self._state_for(self.polls, now) != COMPLETED:
+            return False
+        self._complete(now)
+        return True
+
+    def time_left(self) -> float:
+        """Seconds of latency still to run (0 when it has)."""
+        return max(0.0, self.submitted_at + self.latency - self.clock.monotonic())
+
+    @property
+    def waits_for_time(self) -> bool:
+        """Pending, with a latency still to run."""
+        return not self.done and self.latency > 0
 
     def _complete(self, now: float) -> None:
         self.state = COMPLETED
         self.completed_at = now
         if not self.cancelled:
-            self.logs.append(_log("Job completed."))
+            self.logs.append(_log("Job completed.", self.clock))
 
-    def cancel(self, now: Optional[float] = None) -> bool:
+    def cancel(self) -> bool:
         """Cancel a pending job; False when it had already completed."""
         if self.done:
             return False
         self.cancelled = True
-        self.logs.append(_log("Job cancelled."))
-        self._complete(time.monotonic() if now is None else now)
+        self.logs.append(_log("Job cancelled.", self.clock))
+        self._complete(self.clock.monotonic())
         return True
 
     @property
@@ -147,7 +169,8 @@ class Job:
             body["queue_position"] = 0
         else:
             assert self.completed_at is not None
-            elapsed = 0.0 if self.polls == 0 else round(self.completed_at - self.submitted_at, 6)
+            never_ran = self.cancelled and self.polls == 0
+            elapsed = 0.0 if never_ran else round(self.completed_at - self.submitted_at, 6)
             body["metrics"] = {"inference_time": elapsed}
             if self.failed:
                 body["error"] = self.error

@@ -11,6 +11,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Type, TypedDict, Union
 
 from ._blob import BytesBlob
+from ._clock import Clock, check_seconds
 from ._control import Control
 from ._diagnostics import calls_message, unmatched_message
 from ._engine import Engine, RequestListener, Upstream
@@ -89,7 +90,8 @@ class FalMock:
 
     ``settings`` are the session defaults (keywords given here override them);
     :meth:`configure` changes them for one test and :meth:`reset` restores them. ``upstream``
-    answers what no stub serves (record mode, see ``_record.py``).
+    answers what no stub serves (record mode, see ``_record.py``). Time-based behaviour reads
+    the mock's :attr:`clock`, which :meth:`advance` moves forward.
     """
 
     def __init__(
@@ -102,18 +104,21 @@ class FalMock:
         allow_remote_webhooks: Optional[bool] = None,
         max_jobs: Optional[int] = None,
         max_body: Optional[int] = None,
+        virtual_time: Optional[bool] = None,
     ) -> None:
         given: dict[str, Any] = {
             "allow_remote_webhooks": allow_remote_webhooks,
             "max_jobs": max_jobs,
             "max_body": max_body,
+            "virtual_time": virtual_time,
         }
         defaults = settings if settings is not None else Settings()
         self._defaults = dataclasses.replace(defaults, **{k: v for k, v in given.items() if v is not None})
         self._settings = self._defaults
         self._stores = Stores(max_jobs=self._defaults.max_jobs)
         signer = WebhookSigner()  # one key per mock, made on first use
-        self._engine = Engine(self._stores, self._current_settings, upstream, signer)
+        self._clock = Clock()
+        self._engine = Engine(self._stores, self._current_settings, self._clock, upstream, signer)
         self._webhooks = WebhookSender(self._stores, self._current_settings, signer)
         self._engine.completion_listeners.append(self._webhooks.job_completed)
         handlers = {route: self._engine.handle for route in self._engine.routes}
@@ -194,6 +199,19 @@ class FalMock:
                 raise TypeError(f"fal_mock.configure(): queue must be a QueueConfig, got {queue!r}")
             overrides["queue"] = queue
         self._settings = self._settings.override(**overrides)
+
+    # -- time ---------------------------------------------------------------------------
+    @property
+    def clock(self) -> Clock:
+        """The mock's clock (documented-internal): wall time plus the virtual offset that the
+        patched clients' waits, run latency under virtual time and :meth:`advance` add to."""
+        return self._clock
+
+    def advance(self, seconds: float) -> None:
+        """Move the mock's clock ``seconds`` forward: jobs' latency runs down, and a job left
+        waiting only for time completes (its webhook fires). For apps that wait with their own
+        sleeps, JS clients and the standalone server (``POST /__falmock/advance``)."""
+        self._clock.advance(check_seconds(seconds, "fal_mock.advance()"))
 
     def queue(self, **kwargs: Any) -> None:
         """Set polling realism for jobs submitted from now on (same keywords as ``fal_queue``)."""

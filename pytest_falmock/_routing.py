@@ -64,6 +64,7 @@ Route = Literal[
     "control.reset",
     "control.requests",
     "control.unmatched",
+    "control.advance",
 ]
 ROUTES: tuple[Route, ...] = get_args(Route)
 #: Control routes by name (``/__falmock/<name>``): the route of each method accepted.
@@ -73,6 +74,7 @@ CONTROL_ROUTES: dict[str, dict[str, Route]] = {
     "reset": {"POST": "control.reset"},
     "requests": {"GET": "control.requests"},
     "unmatched": {"GET": "control.unmatched"},
+    "advance": {"POST": "control.advance"},
 }
 
 

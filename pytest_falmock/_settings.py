@@ -34,7 +34,7 @@ _SIZE_UNITS.update({"g": 1024**3, "gb": 1024**3, "gib": 1024**3})
 
 QUEUE_KEYWORDS = ("polls", "polls_before_in_progress", "polls_before_completed")
 #: The keywords of ``@pytest.mark.fal_mock``: the per-test switches of :class:`Settings`.
-MARKER_KEYWORDS = ("allow_unmatched", "patch_client", "allow_remote_webhooks")
+MARKER_KEYWORDS = ("allow_unmatched", "patch_client", "allow_remote_webhooks", "virtual_time")
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,9 @@ class Settings:
     patch_client: bool = True
     #: Deliver webhooks to non-loopback URLs too.
     allow_remote_webhooks: bool = False
+    #: The patched clients' waits and run/stream latency advance the mock's clock instead of
+    #: waiting (``_virtual_time.py``); False waits on the wall clock.
+    virtual_time: bool = True
     #: Record & replay.
     record: RecordSettings = field(default_factory=RecordSettings)
     #: Most queue jobs kept (the oldest finished are evicted first).

@@ -28,6 +28,8 @@ class Stores:
         #: Per-test stubs, oldest first (matched newest first).
         self.test_stubs: list[Stub] = []
         self.jobs: OrderedDict[str, Job] = OrderedDict()
+        #: Pending jobs with a latency still to run (completed by the clock, see ``Engine.tick``).
+        self.timed_jobs: dict[str, Job] = {}
         self.journal: Deque[FalRequest] = deque(maxlen=max_journal)
         self.unmatched: list[UnmatchedRequest] = []
         #: Uploads, added, generated and recorded files (shares ``lock``).
@@ -121,6 +123,8 @@ class Stores:
             if self._stale():
                 return
             self.jobs[job.request_id] = job
+            if job.waits_for_time:
+                self.timed_jobs[job.request_id] = job
             while len(self.jobs) > self.max_jobs:
                 self._evict_one()
 
@@ -129,7 +133,8 @@ class Stores:
             if job.done:
                 del self.jobs[request_id]
                 return
-        self.jobs.popitem(last=False)
+        request_id, _ = self.jobs.popitem(last=False)
+        self.timed_jobs.pop(request_id, None)
 
     def job(self, request_id: str) -> Optional[Job]:
         with self.lock:
@@ -185,6 +190,7 @@ class Stores:
             for stub in self.session_stubs:
                 stub.used = 0
             self.jobs.clear()
+            self.timed_jobs.clear()
             self.journal.clear()
             self.unmatched.clear()
             self.files.reset()

@@ -3,7 +3,7 @@
     fal-mock --fixtures fal.json [--host 127.0.0.1] [--port 4005]
              [--polls-before-in-progress A] [--polls-before-completed C]
              [--record-mode MODE --upstream URL [--record-media-max SIZE]]
-             [--allow-remote-webhooks] [--quiet]
+             [--allow-remote-webhooks] [--quiet] [--real-time]
 
 Prints the proxy URL (``http://127.0.0.1:4005/fal``) on stdout once it serves, one line per
 request on stderr (unless ``--quiet``), and exits 0 on SIGINT or SIGTERM. Drive it over HTTP
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fal-mock",
         description="Serve a local, deterministic stand-in for the fal.ai API "
-        "(control API under /__falmock/: health, fixtures, reset, requests, unmatched).",
+        "(control API under /__falmock/: health, fixtures, reset, requests, unmatched, advance).",
     )
     parser.add_argument(
         "--fixtures",
@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not log each request on stderr (method, path, status, route, model; why nothing matched)",
     )
+    parser.add_argument(
+        "--real-time",
+        action="store_true",
+        help="make a run's or stream's latency= wait on the wall clock (by default it moves the "
+        "mock's clock instead; POST /__falmock/advance moves it too)",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -122,7 +128,12 @@ def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Sett
         parser.error(str(exc).replace("fal-mock: ", "", 1))
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be 0-65535, got {args.port}")
-    return Settings(queue=queue, allow_remote_webhooks=args.allow_remote_webhooks, record=record)
+    return Settings(
+        queue=queue,
+        allow_remote_webhooks=args.allow_remote_webhooks,
+        record=record,
+        virtual_time=not args.real_time,
+    )
 
 
 def _print_warnings(mock: FalMock) -> None:

@@ -31,8 +31,9 @@ RECORD_KEY = pytest.StashKey[RecordSettings]()
 TARGET_EXISTED = "falmock_record_target_existed"
 
 MARKERS = (
-    "fal_mock(allow_unmatched=False, patch_client=True, allow_remote_webhooks=False): "
-    "switch on the fal_mock fixture for this test and tune it.",
+    "fal_mock(allow_unmatched=False, patch_client=True, allow_remote_webhooks=False, "
+    "virtual_time=True): switch on the fal_mock fixture for this test and tune it "
+    "(virtual_time=False: fal_client's polls, retries and timeouts wait on the wall clock).",
     "fal_queue(polls=None, polls_before_in_progress=None, polls_before_completed=None): "
     "polling realism for fal queue jobs submitted in this test (switches on fal_mock).",
 )
@@ -189,7 +190,7 @@ def fal_mock(request: pytest.FixtureRequest, fal_mock_server: FalMock) -> Iterat
         pytest.fail(usage_error, pytrace=False)
     mock.reset()
     mock.configure(**overrides)
-    patch = FalClientPatch(mock.base_url)
+    patch = FalClientPatch(mock.base_url, mock.clock if mock.settings.virtual_time else None)
     if mock.settings.patch_client:
         patch.apply()
     try:

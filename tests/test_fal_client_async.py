@@ -10,7 +10,6 @@ import asyncio
 import inspect
 import io
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -234,12 +233,10 @@ test_retry_async, test_retry_async_asyncio_run = both_ways(retried_429)
 # -- timeouts -------------------------------------------------------------------------------------
 async def client_timeout(fal_mock: FalMock) -> None:
     fal_mock.on_queue("fal-ai/slow", {"n": 1}, latency=3)
-    started = time.monotonic()
 
     with pytest.raises(FalClientTimeoutError) as excinfo:
         await fal_client.subscribe_async("fal-ai/slow", {}, client_timeout=1.5)
 
-    assert 1.5 <= time.monotonic() - started < 2.5
     submit = fal_mock.requests[0]
     assert excinfo.value.request_id == submit.request_id
     assert submit.headers["X-Fal-Request-Timeout"] == "1.5"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import fal_client
@@ -185,16 +184,14 @@ def test_run_returns_the_payload_and_records_headers(fal_mock: FalMock) -> None:
 # -- timeouts -------------------------------------------------------------------------------
 def test_subscribe_client_timeout_expires_against_a_slow_job(fal_mock: FalMock) -> None:
     fal_mock.on_queue("fal-ai/slow", {"n": 1}, latency=3)
-    started = time.monotonic()
 
     with pytest.raises(FalClientTimeoutError) as excinfo:
         fal_client.subscribe("fal-ai/slow", {}, client_timeout=1.5)
 
-    assert 1.5 <= time.monotonic() - started < 2.5
     submit = fal_mock.requests[0]
     assert excinfo.value.request_id == submit.request_id
     assert submit.headers["X-Fal-Request-Timeout"] == "1.5"
-    # The client cancels the job on expiry (its abandoned poller is awaited at teardown).
+    # The client cancels the job on expiry (its abandoned poller stops at the timeout).
     cancels = [r for r in fal_mock.requests if r.route == "queue.cancel"]
     assert [(r.request_id, r.status_code) for r in cancels] == [(submit.request_id, 200)]
 

@@ -245,7 +245,7 @@ def _socket_inodes() -> Optional[set[int]]:
 
 def test_stop_closes_every_connection_and_leaves_no_thread_or_socket() -> None:
     before = set(threading.enumerate())
-    mock = FalMock()
+    mock = FalMock(virtual_time=False)  # the status stream really waits for the slow job
     mock.on_queue(FLUX, {"ok": 1})
     mock.on_queue("fal-ai/slow", {"ok": 2}, latency=60)
     mock.start()

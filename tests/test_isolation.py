@@ -24,6 +24,7 @@ def post(url, body, timeout=10.0):
     return urllib.request.urlopen(req, timeout=timeout)
 
 
+@pytest.mark.fal_mock(virtual_time=False)  # the slow run really waits
 def test_1_leaves_work_behind(fal_mock):
     fal_mock.on_queue("fal-ai/hook", {"ok": True})
     fal_mock.on_run("fal-ai/slow", {"ok": True}, latency=1.0)

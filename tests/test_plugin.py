@@ -125,7 +125,8 @@ def test_it():
     markers = pytester.runpytest(*QUIET, "--markers")
     markers.stdout.fnmatch_lines(
         [
-            "@pytest.mark.fal_mock(allow_unmatched=False, patch_client=True, allow_remote_webhooks=False): *",
+            "@pytest.mark.fal_mock(allow_unmatched=False, patch_client=True, allow_remote_webhooks=False, "
+            "virtual_time=True): *",
             "@pytest.mark.fal_queue(polls=None, polls_before_in_progress=None, "
             "polls_before_completed=None): *",
         ]
@@ -208,7 +209,7 @@ def test_without_marker(request):
         (
             "fal_mock(allow_unmached=True)",
             "@pytest.mark.fal_mock: unknown keyword 'allow_unmached' "
-            "(expected one of: allow_unmatched, patch_client, allow_remote_webhooks)",
+            "(expected one of: allow_unmatched, patch_client, allow_remote_webhooks, virtual_time)",
         ),
         (
             "fal_mock(patch_client='no')",

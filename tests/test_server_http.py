@@ -225,14 +225,27 @@ def test_a_stream_is_close_delimited_over_http_1_0(fal_mock: FalMock) -> None:
     assert answer.body == SSE
 
 
-def test_a_streamed_status_follows_the_job_to_completion(fal_mock: FalMock) -> None:
-    fal_mock.on_queue(FLUX, {"ok": True}, latency=0.15)
+def streamed_status(fal_mock: FalMock, latency: float) -> list[dict[str, Any]]:
+    fal_mock.on_queue(FLUX, {"ok": True}, latency=latency)
     (submitted,) = exchange(fal_mock.port, request("POST", f"/fal/queue/{FLUX}", QUEUE, b"{}"))
     path = f"/fal/queue/fal-ai/flux/requests/{submitted.json['request_id']}/status/stream"
-    started = time.monotonic()
     (answer,) = exchange(fal_mock.port, request("GET", path))
-    events = [json.loads(line[6:]) for line in answer.body.split(b"\n\n") if line]
-    assert time.monotonic() - started >= 0.1
+    return [json.loads(line[6:]) for line in answer.body.split(b"\n\n") if line]
+
+
+def test_a_streamed_status_follows_the_job_to_completion_on_the_mock_clock(fal_mock: FalMock) -> None:
+    offset = fal_mock.clock.offset
+    events = streamed_status(fal_mock, latency=600)  # virtual time: the stream moves the clock on
+    assert [event["status"] for event in events] == ["IN_PROGRESS", "COMPLETED"]
+    assert events[-1]["metrics"]["inference_time"] >= 600
+    assert fal_mock.clock.offset - offset > 590
+
+
+@pytest.mark.fal_mock(virtual_time=False)
+def test_a_streamed_status_waits_on_the_wall_clock_without_virtual_time(fal_mock: FalMock) -> None:
+    started = time.monotonic()
+    events = streamed_status(fal_mock, latency=0.15)
+    assert time.monotonic() - started >= 0.15
     assert events[0]["status"] == "IN_PROGRESS"
     assert events[-1]["status"] == "COMPLETED"
 

@@ -84,6 +84,21 @@ def test_completed_job_posts_the_ok_webhook(fal_mock: FalMock, receiver: HTTPSer
     assert fal_mock.requests[0].query == {"fal_webhook": url}
 
 
+def test_a_slow_job_posts_its_webhook_once_the_mock_clock_passes_its_latency(
+    fal_mock: FalMock, receiver: HTTPServer
+) -> None:
+    fal_mock.on_queue(FLUX, {"images": []}, latency=60)
+    url = receiver.url_for("/hook")
+    handle = fal_client.submit(FLUX, {"prompt": "cat"}, webhook_url=url)
+    assert fal_mock.webhooks == []  # nobody polls: the job waits for its latency
+
+    fal_mock.advance(60)
+
+    assert outcomes(fal_mock) == ["delivered"]
+    assert received(receiver)[0]["request_id"] == handle.request_id
+    assert handle.status().metrics["inference_time"] >= 60
+
+
 def test_the_webhook_url_keeps_its_own_query_string(fal_mock: FalMock, receiver: HTTPServer) -> None:
     fal_mock.on_queue(FLUX, {"n": 1})
     url = receiver.url_for("/hook") + "?user=7&kind=a%20b"

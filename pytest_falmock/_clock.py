@@ -1,0 +1,70 @@
+"""The mock's one clock: wall time plus a virtual offset.
+
+Everything time-based in the engine (job latency, run and stream latency, log timestamps)
+reads this clock, never ``time.time()`` directly. The offset only grows: the patched
+clients' sleeps (``_virtual_time.py``), a run's latency under virtual time and
+:meth:`Clock.advance` (``fal_mock.advance()``, ``POST /__falmock/advance``) add to it, while
+real time keeps flowing underneath, so an app's own ``time.sleep`` still moves the clock.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Callable
+
+Listener = Callable[[], None]
+
+
+def check_seconds(value: object, where: str) -> float:
+    """``value`` as a finite, non-negative number of seconds, else ``ValueError``/``TypeError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{where}: seconds must be a number, got {value!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{where}: seconds must be a finite, non-negative number, got {value!r}")
+    return float(value)
+
+
+class Clock:
+    """Wall time plus a virtual offset; listeners hear about every advance."""
+
+    def __init__(self) -> None:
+        self._offset = 0.0
+        self._lock = threading.Lock()
+        self._listeners: list[Listener] = []
+
+    @property
+    def offset(self) -> float:
+        """Seconds the clock is ahead of the wall clock."""
+        return self._offset
+
+    def time(self) -> float:
+        """The mock's wall time (``time.time()`` plus the offset), for timestamps."""
+        return time.time() + self._offset
+
+    def monotonic(self) -> float:
+        """``time.monotonic()`` plus the offset, for durations (latency, deadlines)."""
+        return time.monotonic() + self._offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward by ``seconds`` (already validated) and tell the listeners."""
+        if seconds <= 0:
+            return
+        with self._lock:
+            self._offset += seconds
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener()`` after every advance (in the advancing thread); returns its remover."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def remove() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return remove
