@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import math
 import threading
 import weakref
 from types import ModuleType
@@ -73,7 +74,8 @@ class _SyncDeadline:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._cond = threading.Condition()
-        #: Clock time (monotonic) the waiter gives up at; None until it waits with a timeout.
+        #: Clock time (monotonic) the waiter gives up at: None until the waiter comes, infinite
+        #: when it waits without a timeout.
         self.at: Optional[float] = None
         self.given_up = False
 
@@ -87,20 +89,21 @@ class _SyncDeadline:
             self.given_up = True
             self._cond.notify_all()
 
-    def wait(self, future: concurrent.futures.Future[Any], timeout: float) -> None:
+    def wait(self, future: concurrent.futures.Future[Any], timeout: Optional[float]) -> None:
         """In the waiter: return once ``future`` is done; ``TimeoutError`` when the clock passes
         ``timeout`` seconds from now first."""
         remove = self._clock.listen(self.notify)
         try:
             with self._cond:
-                self.at = self._clock.monotonic() + timeout
+                self.at = math.inf if timeout is None else self._clock.monotonic() + timeout
+                self._cond.notify_all()
                 while not future.done():
                     remaining = self.at - self._clock.monotonic()
                     if remaining <= 0:
                         self.given_up = True
                         self._cond.notify_all()
                         raise concurrent.futures.TimeoutError()
-                    self._cond.wait(remaining)
+                    self._cond.wait(None if timeout is None else remaining)
         finally:
             remove()
 
@@ -108,11 +111,14 @@ class _SyncDeadline:
         """In the poller: sleep ``seconds`` of clock time, or up to the deadline when it comes
         first; True once the waiter has given up."""
         with self._cond:
+            # fal_client waits on the future right after submitting it: let it set its deadline
+            # first, so the poller never sleeps past a deadline it has not heard of yet.
+            self._cond.wait_for(lambda: self.at is not None or self.given_up, PARK_LIMIT)
             if self.given_up:
                 return True
-            at = self.at
+            at = math.inf if self.at is None else self.at
         now = self._clock.monotonic()
-        if at is None or now + seconds < at:
+        if now + seconds < at:
             self._clock.advance(seconds)
             return False
         self._clock.advance(at - now)
@@ -147,13 +153,11 @@ class VirtualFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         return self._inner.running()
 
     def result(self, timeout: Optional[float] = None) -> Any:
-        if timeout is not None and not self.done():
-            self._deadline.wait(self, timeout)
+        self._deadline.wait(self, timeout)
         return super().result()
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
-        if timeout is not None and not self.done():
-            self._deadline.wait(self, timeout)
+        self._deadline.wait(self, timeout)
         return super().exception()
 
 
@@ -218,14 +222,15 @@ class VirtualTime:
         """``asyncio.sleep`` for the client: the clock moves on, the loop gets one turn."""
         task = asyncio.current_task()
         at = self._task_deadlines.get(task) if task is not None else None
+        park = 0.0
         if delay > 0:
             now = self.clock.monotonic()
             if at is not None and now + delay >= at:
                 self.clock.advance(at - now)
-                await asyncio.sleep(PARK_LIMIT)  # the virtual wait_for cancels this task now
-                return result
-            self.clock.advance(delay)
-        await asyncio.sleep(0)
+                park = PARK_LIMIT  # the virtual wait_for cancels this task meanwhile
+            else:
+                self.clock.advance(delay)
+        await asyncio.sleep(park)
         return result
 
     async def wait_for(self, awaitable: Awaitable[T], timeout: Optional[float]) -> T:

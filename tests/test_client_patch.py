@@ -142,24 +142,28 @@ def test_constants_and_environment_are_restored_after_each_test(pytester: pytest
     result.assert_outcomes(passed=2)
 
 
+@pytest.mark.parametrize("virtual_time", [True, False])
 def test_an_expired_sync_subscribe_neither_leaks_into_the_next_test_nor_hangs_at_exit(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, virtual_time: bool
 ) -> None:
     """fal_client leaves a poller running when ``subscribe(client_timeout=...)`` expires.
 
-    The fixture waits for it, so it meets its own (cancelled) job rather than polling the next
-    test's mock, or retrying a stopped server for ~50 s before the interpreter can exit.
+    Under virtual time it stops at the timeout; in real time the fixture waits for it. Either
+    way it meets its own (cancelled) job rather than polling the next test's mock, or retrying
+    a stopped server for ~50 s before the interpreter can exit.
     """
     pytester.makepyfile(
-        """
+        f"""
         import time
         import fal_client
         import pytest
 
+        pytestmark = pytest.mark.fal_mock(virtual_time={virtual_time})
+
         def expire(fal_mock):
-            fal_mock.on_queue("fal-ai/slow", {"n": 1}, latency=3)
+            fal_mock.on_queue("fal-ai/slow", {{"n": 1}}, latency=3)
             with pytest.raises(fal_client.FalClientTimeoutError):
-                fal_client.subscribe("fal-ai/slow", {}, client_timeout=1.5)
+                fal_client.subscribe("fal-ai/slow", {{}}, client_timeout=1.5)
 
         def test_a_expires(fal_mock):
             expire(fal_mock)
@@ -170,6 +174,8 @@ def test_an_expired_sync_subscribe_neither_leaks_into_the_next_test_nor_hangs_at
 
         def test_c_expires_last(fal_mock):
             expire(fal_mock)
+            if {virtual_time}:  # the poller stopped at the timeout: the cancel came last
+                assert fal_mock.requests[-1].route == "queue.cancel"
         """
     )
     started = time.monotonic()

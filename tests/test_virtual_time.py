@@ -8,6 +8,8 @@ outcomes are the answers, the polls and attempts in ``fal_mock.requests`` and th
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
 import time
 from typing import Any, Awaitable, Callable
 
@@ -20,6 +22,7 @@ from httpclient import http
 from pytest_falmock import FalClientPatchError, FalMock
 from pytest_falmock._client_patch import FalClientPatch
 from pytest_falmock._clock import Clock
+from pytest_falmock._virtual_time import PollerAbandoned, VirtualTime
 
 SLOW = "fal-ai/slow"
 POLL_INTERVAL = 0.1  # fal_client's DEFAULT_QUEUE_POLL_INTERVAL
@@ -189,7 +192,7 @@ def test_a_run_with_latency_moves_the_clock_instead_of_waiting(fal_mock: FalMock
     fal_mock.on_run(SLOW, {"n": 1}, latency=600)
     offset = fal_mock.clock.offset
     assert fal_client.run(SLOW, {}) == {"n": 1}  # ten minutes on the mock's clock, none on the wall
-    assert fal_mock.clock.offset - offset == 600
+    assert fal_mock.clock.offset - offset == pytest.approx(600)
 
 
 def test_advance_over_the_control_api(fal_mock: FalMock) -> None:
@@ -262,6 +265,7 @@ def test_only_the_client_modules_waits_are_replaced(fal_mock: FalMock) -> None:
     assert (fc.time.time, fc.time.monotonic) == (time.time, time.monotonic)  # the rest is forwarded
     assert fc.asyncio.TimeoutError is asyncio.TimeoutError
     assert fc.asyncio.Lock is asyncio.Lock
+    assert repr(fc.time) == f"<fal_mock virtual-time proxy of {time!r}>"
 
 
 async def apps_own_async_sleep(fal_mock: FalMock) -> None:
@@ -352,3 +356,77 @@ def test_undo_restores_the_client_modules_waits() -> None:
     assert fc.time is not time
     patch.undo()
     assert (fc.time, fc.asyncio) == (time, asyncio)
+
+
+# -- the virtual waits on their own -----------------------------------------------------------------
+def test_a_future_times_out_on_the_clock_and_its_poller_stops() -> None:
+    clock = Clock()
+    waits = VirtualTime(clock)
+
+    def poll_forever() -> None:
+        while True:
+            waits.sleep(0.3)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = waits.submit(pool.submit, poll_forever)
+        with pytest.raises(concurrent.futures.TimeoutError):
+            future.exception(timeout=1)
+        concurrent.futures.wait([future], timeout=5)
+    assert isinstance(future.exception(), PollerAbandoned)
+    assert clock.offset == pytest.approx(1, abs=0.1)
+
+
+def test_a_poller_busy_when_its_waiter_gives_up_stops_at_its_next_sleep() -> None:
+    waits = VirtualTime(Clock())
+    gave_up = threading.Event()
+
+    def poll() -> str:
+        gave_up.wait(5)  # a request in flight, on the wall clock
+        waits.sleep(0.1)
+        return "never"
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = waits.submit(pool.submit, poll)
+        with pytest.raises(concurrent.futures.TimeoutError):
+            future.result(timeout=0.05)
+        gave_up.set()
+        concurrent.futures.wait([future], timeout=5)
+    assert isinstance(future.exception(), PollerAbandoned)
+
+
+def test_a_future_still_queued_can_be_cancelled() -> None:
+    waits = VirtualTime(Clock())
+    release = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        busy = waits.submit(pool.submit, release.wait, 5)
+        queued = waits.submit(pool.submit, lambda: "never")
+        assert queued.cancel()
+        assert (queued.cancelled(), queued.running()) == (True, False)
+        release.set()
+        assert busy.result(timeout=5) is True
+    with pytest.raises(ValueError, match="sleep length must be non-negative"):
+        waits.sleep(-1)
+
+
+def test_the_virtual_wait_for_mirrors_asyncio() -> None:
+    clock = Clock()
+    waits = VirtualTime(clock)
+
+    async def stubborn() -> str:
+        try:
+            await waits.async_sleep(10)
+        except asyncio.CancelledError:
+            return "kept"  # ignores the cancellation, like a task may
+        return "slept"
+
+    async def scenario() -> None:
+        assert await waits.wait_for(waits.async_sleep(0, "now"), None) == "now"
+        assert await waits.wait_for(stubborn(), 1) == "kept"
+        assert clock.offset == pytest.approx(1, abs=0.1)
+        outer = asyncio.ensure_future(waits.wait_for(REAL_ASYNC_SLEEP(10), 60))
+        await REAL_ASYNC_SLEEP(0.01)
+        outer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+
+    asyncio.run(scenario())
