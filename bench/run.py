@@ -13,7 +13,11 @@
 5. when ``node`` and ``npm`` are on PATH: the same cycle against ``@copilotkit/aimock``'s
    ``llmock`` CLI (npm-installed into a cache directory), side by side, as a ratio;
 6. media: the time to generate one 1024x1024 placeholder image (PNG, JPEG, WebP; median, no
-   cache), and ``fal_client.upload`` of 101 MiB (a multipart upload) in-process.
+   cache), and ``fal_client.upload`` of 101 MiB (a multipart upload) in-process;
+7. virtual time, through the real ``fal_client`` in-process (median ms of ``--rounds`` x 5 calls):
+   ``subscribe`` with ``polls=10`` and ``latency=5``, ``run`` through nine 429s, and
+   ``subscribe(client_timeout=2)`` against ``latency=30``; then a generated suite of
+   ``--vt-tests`` ``polls=3`` subscribe tests, run by pytest with and without virtual time.
 
 Only npm's registry is contacted (step 5); every server listens on 127.0.0.1 and every
 subprocess is stopped before the script exits. Throughput figures are the best of
@@ -30,6 +34,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import socket
 import statistics
@@ -271,6 +276,84 @@ def fal_client_loop(duration: float) -> Optional[float]:
             patch.undo()
 
 
+# -- 7. virtual time ------------------------------------------------------------------------------
+def virtual_time_calls(repeats: int) -> Optional[dict[str, float]]:
+    """Median ms of each virtual-time target through the real fal_client (None: not installed)."""
+    try:
+        import fal_client
+    except ImportError:
+        return None
+    from pytest_falmock._client_patch import FalClientPatch
+    from pytest_falmock._jobs import QueueConfig
+
+    def polls_and_latency(mock: FalMock) -> None:
+        mock.configure(queue=QueueConfig(1, 10))  # polls=10
+        mock.on_queue(MODEL, {"ok": True}, latency=5)
+        assert fal_client.subscribe(MODEL, {}) == {"ok": True}
+
+    def retried_429s(mock: FalMock) -> None:
+        mock.on_run(MODEL, {"ok": True})
+        mock.on_error(MODEL, status=429, times=9)
+        assert fal_client.run(MODEL, {}) == {"ok": True}
+        assert len(mock.requests) == 10
+
+    def client_timeout(mock: FalMock) -> None:
+        mock.on_queue(MODEL, {"ok": True}, latency=30)
+        try:
+            fal_client.subscribe(MODEL, {}, client_timeout=2)
+        except fal_client.FalClientTimeoutError:
+            return
+        raise AssertionError("subscribe(client_timeout=2) did not time out")
+
+    targets = {"polls": polls_and_latency, "429": retried_429s, "timeout": client_timeout}
+    samples: dict[str, list[float]] = {name: [] for name in targets}
+    with FalMock() as mock:
+        for attempt in range(repeats + 1):  # the first round warms the client up
+            for name, target in targets.items():
+                mock.reset()
+                patch = FalClientPatch(mock.base_url, mock.clock)
+                patch.apply()
+                try:
+                    start = time.perf_counter()
+                    target(mock)
+                    elapsed = time.perf_counter() - start
+                finally:
+                    patch.undo()
+                if attempt:
+                    samples[name].append(elapsed * 1000)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+SUITE_TEST = """
+@pytest.mark.fal_queue(polls=3)
+def test_{i}(fal_mock):
+    fal_mock.on_queue("fal-ai/flux/dev", {{"n": {i}}})
+    assert fal_client.subscribe("fal-ai/flux/dev", {{}}) == {{"n": {i}}}
+"""
+
+
+def virtual_time_suite(count: int) -> tuple[float, float]:
+    """pytest's own session time (s) for ``count`` ``polls=3`` subscribe tests: (virtual, real)."""
+    with tempfile.TemporaryDirectory(prefix="falmock-bench-") as tmp:
+        root = Path(tmp)
+        (root / "pytest.ini").write_text("[pytest]\n")
+        tests = "".join(SUITE_TEST.format(i=i) for i in range(count))
+        header = "import fal_client\nimport pytest\n"
+        (root / "test_virtual.py").write_text(header + tests)
+        opt_out = "pytestmark = pytest.mark.fal_mock(virtual_time=False)\n"
+        (root / "test_real.py").write_text(header + opt_out + tests)
+
+        def run(name: str) -> float:
+            command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
+            result = subprocess.run([*command, name], cwd=root, capture_output=True, text=True, timeout=900)
+            found = re.search(rf"{count} passed in ([0-9.]+)s", result.stdout)
+            if result.returncode != 0 or found is None:
+                raise RuntimeError(f"pytest {name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+            return float(found.group(1))
+
+        return run("test_virtual.py"), run("test_real.py")
+
+
 # -- 3. fixture overhead -----------------------------------------------------------------------------
 TEST_FILE = """\
 try:
@@ -446,9 +529,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--tests", type=int, default=1000, help="generated tests for the overhead (1000)")
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs in the store for latency (10000)")
     parser.add_argument("--polls", type=int, default=2000, help="timed status polls (2000)")
+    parser.add_argument("--vt-tests", type=int, default=100, help="generated tests for section 6 (100)")
     parser.add_argument("--no-aimock", action="store_true", help="skip the aimock comparison")
     parser.add_argument(
-        "--sections", default="1,2,3,4,5,6", help="comma-separated sections to run (default all: 1,2,3,4,5,6)"
+        "--sections",
+        default="1,2,3,4,5,6,7",
+        help="comma-separated sections to run (default all: 1,2,3,4,5,6,7)",
     )
     parser.add_argument(
         "--cache",
@@ -530,6 +616,20 @@ def main(argv: Optional[list[str]] = None) -> int:
             if seconds
             else "skipped (fal_client not installed)",
         )
+    if "7" in sections:
+        calls = virtual_time_calls(args.rounds * 5)
+        if calls is None:
+            row("7. virtual time", "skipped (fal_client not installed)")
+        else:
+            row("7. subscribe, polls=10 + latency=5 (median)", f"{calls['polls']:.1f} ms")
+            row("7. run through nine 429s, then 200 (median)", f"{calls['429']:.1f} ms")
+            timeout = f"{calls['timeout']:.1f} ms"
+            row("7. subscribe(client_timeout=2) vs latency=30 -> timeout (median)", timeout)
+            virtual, real = virtual_time_suite(args.vt_tests)
+            row(
+                f"7. {args.vt_tests} polls=3 subscribe tests, virtual vs real time",
+                f"{virtual:.2f} s vs {real:.2f} s ({real / virtual:.1f}x faster)",
+            )
 
     print(f"\nMachine: {machine()}")
     print(f"Throughput: best of {args.rounds} interleaved runs of {args.duration:g} s each.\n")
