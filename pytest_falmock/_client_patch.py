@@ -22,6 +22,12 @@ from ._urls import service_url, websocket_url
 from ._virtual_time import VirtualTime, missing_waits
 
 CACHED = ("_auth", "_client", "_token_manager")
+#: What the module-level sync client keeps from one test to the next of the same mock: its
+#: httpx client costs an SSL context (~10 ms) to build. Async clients are bound to their event
+#: loop, and the CDN token manager would hide the next test's token request: both are rebuilt.
+KEPT = ("_auth", "_client")
+#: ``id(fal_client.sync_client)`` -> (the mock's URL, its mock-bound cached values).
+_kept: dict[int, tuple[str, dict[str, Any]]] = {}
 REQUIRED = ("RUN_URL_FORMAT", "QUEUE_URL_FORMAT", "CDN_URL", "REALTIME_URL_FORMAT")
 #: Seconds :meth:`FalClientPatch.undo` waits for work left on fal_client's executor.
 SETTLE_TIMEOUT = 5.0
@@ -170,6 +176,7 @@ class FalClientPatch:
             self._env(name, ",".join(hosts))
         self._modules = modules
         self._drop_cached(fal_client)
+        self._restore_kept(fal_client)
         return True
 
     def undo(self) -> None:
@@ -191,6 +198,7 @@ class FalClientPatch:
                 os.environ[name] = value
         self._saved_attrs.clear()
         self._saved_env.clear()
+        self._keep(fal_client)
         self._drop_cached(fal_client)  # never leak clients bound to the mock
         self._modules = None
 
@@ -204,6 +212,21 @@ class FalClientPatch:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+    def _keep(self, fal_client: ModuleType) -> None:
+        """Put the sync client's mock-bound cache aside for the next test of this mock."""
+        client = getattr(fal_client, "sync_client", None)
+        state = getattr(client, "__dict__", {})
+        if getattr(state.get("_auth"), "token", None) == DUMMY_FAL_KEY:  # not a key the test set
+            _kept[id(client)] = (self.base_url, {name: state[name] for name in KEPT if name in state})
+
+    def _restore_kept(self, fal_client: ModuleType) -> None:
+        client = getattr(fal_client, "sync_client", None)
+        base_url, values = _kept.pop(id(client), ("", {}))
+        if base_url == self.base_url:
+            client.__dict__.update(values)
+        elif hasattr(values.get("_client"), "close"):
+            values["_client"].close()  # bound to a mock that is gone
 
     @staticmethod
     def _drop_cached(fal_client: ModuleType) -> None:

@@ -12,7 +12,7 @@ import pytest
 from inner_runs import QUIET
 
 from pytest_falmock import FalClientPatchError, FalMock
-from pytest_falmock._client_patch import CACHED, FalClientPatch
+from pytest_falmock._client_patch import CACHED, KEPT, FalClientPatch
 from pytest_falmock._constants import DUMMY_FAL_KEY
 
 #: What the constants were before any test ran (collection happens before every fixture).
@@ -74,8 +74,11 @@ def test_fixture_patches_constants_environment_and_cached_clients(
         assert name not in os.environ
     assert os.environ["NO_PROXY"] == "internal.example,127.0.0.1,localhost"
     assert os.environ["no_proxy"] == "127.0.0.1,localhost"
-    for client in (fal_client.sync_client, fal_client.async_client):
-        assert not set(CACHED) & set(client.__dict__)
+    # the real credentials and clients are gone; the sync client may be an earlier test's mock-bound one
+    kept = {name: value for name, value in fal_client.sync_client.__dict__.items() if name in CACHED}
+    assert set(kept) <= set(KEPT)
+    assert getattr(kept.get("_auth"), "token", DUMMY_FAL_KEY) == DUMMY_FAL_KEY
+    assert not set(CACHED) & set(fal_client.async_client.__dict__)
 
 
 def test_client_works_through_a_proxy_environment_with_real_credentials(
@@ -254,3 +257,57 @@ def test_patch_apply_and_undo_are_idempotent() -> None:
     patch.undo()
     patch.undo()
     assert {name: getattr(fc, name) for name in ORIGINAL} == ORIGINAL
+
+
+def test_the_sync_clients_connection_is_kept_between_tests_of_one_mock(pytester: pytest.Pytester) -> None:
+    """Rebuilding fal_client's httpx client costs an SSL context per test: one mock keeps it
+    (built with the dummy key), never one built with a key the test set."""
+    pytester.makepyfile(
+        """
+        import fal_client
+
+        SEEN = []
+
+        def run(fal_mock):
+            fal_mock.on_run("fal-ai/x", {"n": 1})
+            assert fal_client.run("fal-ai/x", {}) == {"n": 1}
+            SEEN.append(fal_client.sync_client.__dict__["_client"])
+
+        def test_1(fal_mock):
+            run(fal_mock)
+
+        def test_2_reuses_it(fal_mock):
+            run(fal_mock)
+            assert SEEN[1] is SEEN[0]
+
+        def test_3_outside_a_mocked_test_it_is_gone():
+            assert "_client" not in fal_client.sync_client.__dict__
+
+        def test_4_a_key_of_its_own(fal_mock, monkeypatch):
+            for cached in ("_auth", "_client"):  # as in a session's first test
+                fal_client.sync_client.__dict__.pop(cached)
+            monkeypatch.setenv("FAL_KEY", "own-key")
+            run(fal_mock)
+            assert SEEN[2] is not SEEN[0]
+
+        def test_5_gets_a_fresh_client(fal_mock):
+            run(fal_mock)
+            assert SEEN[3] is not SEEN[2]
+        """
+    )
+    pytester.runpytest(*QUIET, "-p", "no:randomly").assert_outcomes(passed=5)
+
+
+def test_a_client_kept_for_a_mock_that_is_gone_is_closed() -> None:
+    with FalMock() as first, FalMock() as second:
+        first.on_run("fal-ai/x", {"n": 1})
+        patch = FalClientPatch(first.base_url)
+        patch.apply()
+        assert fal_client.run("fal-ai/x", {}) == {"n": 1}
+        kept = fal_client.sync_client.__dict__["_client"]
+        patch.undo()
+        other = FalClientPatch(second.base_url)
+        other.apply()
+        other.undo()
+        assert kept.is_closed
+        assert "_client" not in fal_client.sync_client.__dict__
