@@ -12,6 +12,7 @@ CLIENT_TESTS=(
     tests/test_fal_client_async.py
     tests/test_uploads_streaming.py
     tests/test_webhooks.py
+    tests/test_virtual_time.py
 )
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/falcompat.XXXXXX")"

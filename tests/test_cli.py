@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -406,3 +407,24 @@ def test_the_request_log_seam_in_process() -> None:
     )
     assert malformed == "fal-mock: POST (malformed x-fal-target-url) via /fal -> 400 (unrouted)"
     assert second == "fal-mock: POST /fal/run/fal-ai/model-0 -> 200 (route run, model fal-ai/model-0)"
+
+
+def test_the_clock_moves_over_the_control_api_and_real_time_waits(start: Start, tmp_path: Path) -> None:
+    path = tmp_path / "slow.json"
+    slow = {"match": {"model": "fal-ai/slow"}, "response": {"json": {"ok": 1}}, "latency": 60}
+    nap = {"match": {"model": "fal-ai/nap"}, "response": {"json": {"ok": 2}}, "latency": 0.2}
+    path.write_text(json.dumps({"fixtures": [slow, nap]}))
+
+    virtual = start("--fixtures", str(path))
+    job = http("POST", f"{virtual.url}/queue/fal-ai/slow", {}).json
+    assert http("GET", job["status_url"]).json["status"] == "IN_PROGRESS"
+    assert virtual.control("POST", "advance", {"seconds": 60}).json == {"advanced": 60.0, "offset": 60.0}
+    assert http("GET", job["status_url"]).json["status"] == "COMPLETED"
+    assert http("POST", f"{virtual.url}/run/fal-ai/nap", {}).json == {"ok": 2}  # moves the clock
+    assert virtual.control("POST", "advance", {"seconds": 0}).json["offset"] == pytest.approx(60.2)
+
+    real = start("--fixtures", str(path), "--real-time")
+    started = time.monotonic()
+    assert http("POST", f"{real.url}/run/fal-ai/nap", {}).json == {"ok": 2}
+    assert time.monotonic() - started >= 0.2
+    assert real.control("POST", "advance", {"seconds": 0}).json["offset"] == 0

@@ -56,3 +56,9 @@ def test_the_table_lists_each_section(bench: ModuleType, capsys: pytest.CaptureF
     assert "| 4. status poll p50 / p99, 200 jobs stored" in table
     assert "| 4. memory per stored job" in table
     assert "Machine: " in table
+
+
+def test_the_virtual_time_calls_run(bench: ModuleType) -> None:
+    calls = bench.virtual_time_calls(1)
+    assert set(calls) == {"polls", "429", "timeout"}
+    assert all(ms > 0 for ms in calls.values())
