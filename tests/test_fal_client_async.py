@@ -6,40 +6,22 @@ synchronous test with ``asyncio.run``.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import io
 import tempfile
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import fal_client
 import httpx
 import pytest
+from async_twins import both_ways
 from fal_client import Completed, FalClientHTTPError, FalClientTimeoutError, InProgress, Queued
 
 from pytest_falmock import FalMock, Upload
 
 FLUX = "fal-ai/flux/dev"
 VALIDATION = [{"loc": ["body", "prompt"], "msg": "field required", "type": "value_error.missing"}]
-Scenario = Callable[[FalMock], Awaitable[None]]
-TestFunction = Callable[..., Any]
-
-
-def both_ways(scenario: Scenario, *marks: pytest.MarkDecorator) -> tuple[TestFunction, TestFunction]:
-    """Two tests from one scenario: one under pytest-asyncio, one with plain ``asyncio.run``."""
-
-    @pytest.mark.asyncio
-    async def under_pytest_asyncio(fal_mock: FalMock) -> None:
-        await scenario(fal_mock)
-
-    def under_asyncio_run(fal_mock: FalMock) -> None:
-        asyncio.run(scenario(fal_mock))
-
-    tests: tuple[TestFunction, TestFunction] = (under_pytest_asyncio, under_asyncio_run)
-    for mark in marks:
-        tests = (mark(tests[0]), mark(tests[1]))
-    return tests
 
 
 async def get_handle(application: str, request_id: str) -> fal_client.AsyncRequestHandle:

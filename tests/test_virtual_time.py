@@ -11,11 +11,12 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import fal_client
 import fal_client.client as fc
 import pytest
+from async_twins import both_ways
 from fal_client import FalClientTimeoutError
 from httpclient import http
 
@@ -27,23 +28,6 @@ from pytest_falmock._virtual_time import PollerAbandoned, VirtualTime
 SLOW = "fal-ai/slow"
 POLL_INTERVAL = 0.1  # fal_client's DEFAULT_QUEUE_POLL_INTERVAL
 REAL_SLEEP, REAL_ASYNC_SLEEP, REAL_WAIT_FOR = time.sleep, asyncio.sleep, asyncio.wait_for
-Scenario = Callable[[FalMock], Awaitable[None]]
-
-
-def both_ways(scenario: Scenario, *marks: pytest.MarkDecorator) -> tuple[Any, Any]:
-    """Two tests from one async scenario: under pytest-asyncio and with plain ``asyncio.run``."""
-
-    @pytest.mark.asyncio
-    async def under_pytest_asyncio(fal_mock: FalMock) -> None:
-        await scenario(fal_mock)
-
-    def under_asyncio_run(fal_mock: FalMock) -> None:
-        asyncio.run(scenario(fal_mock))
-
-    tests: tuple[Any, Any] = (under_pytest_asyncio, under_asyncio_run)
-    for mark in marks:
-        tests = (mark(tests[0]), mark(tests[1]))
-    return tests
 
 
 def statuses(mock: FalMock) -> list[int]:
