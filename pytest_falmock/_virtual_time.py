@@ -31,7 +31,8 @@ from typing import Any, Awaitable, Callable, Optional, TypeVar
 from ._clock import Clock
 
 T = TypeVar("T")
-#: Real seconds an expired poller waits for its waiter to give up (it gives up at once).
+#: Real seconds a poller waits for its waiter: to set its deadline (fal_client waits on the
+#: future right after submitting it) and, at the deadline, to give up (it does so at once).
 PARK_LIMIT = 5.0
 #: The module names :meth:`VirtualTime.replacements` replaces, with the attributes each needs.
 NEEDED = {"time": ("sleep",), "asyncio": ("sleep", "wait_for")}
