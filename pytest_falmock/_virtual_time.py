@@ -31,8 +31,9 @@ from typing import Any, Awaitable, Callable, Optional, TypeVar
 from ._clock import Clock
 
 T = TypeVar("T")
-#: Real seconds a poller waits for its waiter: to set its deadline (fal_client waits on the
-#: future right after submitting it) and, at the deadline, to give up (it does so at once).
+#: Real seconds a poller waits for its waiter: to set its deadline before the poller starts
+#: (fal_client waits on the future right after submitting it) and, at the deadline, to give up
+#: (it does so at once).
 PARK_LIMIT = 5.0
 #: The module names :meth:`VirtualTime.replacements` replaces, with the attributes each needs.
 NEEDED = {"time": ("sleep",), "asyncio": ("sleep", "wait_for")}
@@ -108,13 +109,17 @@ class _SyncDeadline:
         finally:
             remove()
 
+    def await_waiter(self) -> None:
+        """In the poller, before it starts: fal_client waits on the future right after
+        submitting it, so the deadline is known before the first request - the job the poller
+        submits never starts before it, and no sleep passes a deadline nobody set yet."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.at is not None or self.given_up, PARK_LIMIT)
+
     def sleep(self, seconds: float) -> bool:
         """In the poller: sleep ``seconds`` of clock time, or up to the deadline when it comes
         first; True once the waiter has given up."""
         with self._cond:
-            # fal_client waits on the future right after submitting it: let it set its deadline
-            # first, so the poller never sleeps past a deadline it has not heard of yet.
-            self._cond.wait_for(lambda: self.at is not None or self.given_up, PARK_LIMIT)
             if self.given_up:
                 return True
             at = math.inf if self.at is None else self.at
@@ -210,6 +215,7 @@ class VirtualTime:
         self._deadlines.add(deadline)
 
         def run() -> T:
+            deadline.await_waiter()
             self._local.deadline = deadline
             try:
                 return fn(*args, **kwargs)

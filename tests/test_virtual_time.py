@@ -17,7 +17,7 @@ import fal_client
 import fal_client.client as fc
 import pytest
 from async_twins import both_ways
-from fal_client import FalClientTimeoutError
+from fal_client import FalClientHTTPError, FalClientTimeoutError
 from httpclient import http
 
 from pytest_falmock import FalClientPatchError, FalMock
@@ -177,6 +177,23 @@ def test_a_run_with_latency_moves_the_clock_instead_of_waiting(fal_mock: FalMock
     offset = fal_mock.clock.offset
     assert fal_client.run(SLOW, {}) == {"n": 1}  # ten minutes on the mock's clock, none on the wall
     assert fal_mock.clock.offset - offset == pytest.approx(600)
+
+
+def test_start_timeouts_run_out_on_the_mock_clock(fal_mock: FalMock) -> None:
+    fal_mock.on_run(SLOW, {"n": 1}, latency=600)
+    fal_mock.on_queue("fal-ai/queued", {"n": 2}, latency=600)
+    offset = fal_mock.clock.offset
+
+    with pytest.raises(FalClientHTTPError) as ran:
+        fal_client.run(SLOW, {}, start_timeout=5)
+    assert fal_mock.clock.offset - offset == pytest.approx(5)  # the run waited out its start timeout
+    with pytest.raises(FalClientHTTPError) as queued:
+        fal_client.subscribe("fal-ai/queued", {}, start_timeout=5)
+
+    assert (ran.value.status_code, queued.value.status_code) == (504, 504)
+    polls = statuses(fal_mock)
+    assert polls[-1] == 200
+    assert 1 <= len(polls) <= 51  # polled every 0.1 s until the job's 5 s ran out
 
 
 def test_advance_over_the_control_api(fal_mock: FalMock) -> None:
