@@ -13,6 +13,7 @@ CLIENT_TESTS=(
     tests/test_uploads_streaming.py
     tests/test_webhooks.py
     tests/test_virtual_time.py
+    tests/test_realtime.py
 )
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/falcompat.XXXXXX")"

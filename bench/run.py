@@ -17,7 +17,9 @@
 7. virtual time, through the real ``fal_client`` in-process (median ms of ``--rounds`` x 5 calls):
    ``subscribe`` with ``polls=10`` and ``latency=5``, ``run`` through nine 429s, and
    ``subscribe(client_timeout=2)`` against ``latency=30``; then a generated suite of
-   ``--vt-tests`` ``polls=3`` subscribe tests, run by pytest with and without virtual time.
+   ``--vt-tests`` ``polls=3`` subscribe tests, run by pytest with and without virtual time;
+8. realtime round trips/s (send a message, receive its msgpack result) through the real
+   ``fal_client.realtime``, on one connection and on 8 at once.
 
 Only npm's registry is contacted (step 5); every server listens on 127.0.0.1 and every
 subprocess is stopped before the script exits. Throughput figures are the best of
@@ -529,6 +531,47 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}, {platform.system()}"
 
 
+# -- 8. realtime -----------------------------------------------------------------------------------
+def realtime_loop(duration: float, connections: int = 1) -> Optional[float]:
+    """Round trips/s (all connections together) of ``fal_client.realtime`` against the mock."""
+    try:
+        import fal_client
+    except ImportError:
+        return None
+    from pytest_falmock._client_patch import FalClientPatch
+
+    counts = [0] * connections
+    with FalMock() as mock:
+        mock.on_realtime("fal-ai/fast-lcm-diffusion", {"images": [{"url": "https://example.com/0.jpeg"}]})
+        patch = FalClientPatch(mock.base_url)
+        patch.apply()
+        barrier = threading.Barrier(connections + 1)
+
+        def client(n: int) -> None:
+            with fal_client.realtime("fal-ai/fast-lcm-diffusion") as conn:
+                for _ in range(WARMUP):
+                    conn.send({"prompt": "a cat"})
+                    conn.recv()
+                barrier.wait()
+                end = time.perf_counter() + duration
+                while time.perf_counter() < end:
+                    conn.send({"prompt": "a cat"})
+                    assert conn.recv() is not None
+                    counts[n] += 1
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(connections)]
+        try:
+            for thread in threads:
+                thread.start()
+            barrier.wait()
+            start = time.perf_counter()
+            for thread in threads:
+                thread.join()
+            return sum(counts) / (time.perf_counter() - start)
+        finally:
+            patch.undo()
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput run (5)")
@@ -540,8 +583,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--no-aimock", action="store_true", help="skip the aimock comparison")
     parser.add_argument(
         "--sections",
-        default="1,2,3,4,5,6,7",
-        help="comma-separated sections to run (default all: 1,2,3,4,5,6,7)",
+        default="1,2,3,4,5,6,7,8",
+        help="comma-separated sections to run (default all: 1,2,3,4,5,6,7,8)",
     )
     parser.add_argument(
         "--cache",
@@ -637,6 +680,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                 f"7. {args.vt_tests} polls=3 subscribe tests, virtual vs real time",
                 f"{virtual:.2f} s vs {real:.2f} s: {real / virtual:.1f}x faster "
                 f"(whole pytest runs {virtual_run:.2f} s vs {real_run:.2f} s)",
+            )
+    if "8" in sections:
+        for connections in (1, 8):
+            rate = max((realtime_loop(args.duration, connections) or 0.0) for _ in range(args.rounds))
+            row(
+                f"8. realtime round trips/s, fal_client.realtime, {connections} connection"
+                + ("s" if connections > 1 else ""),
+                f"{rate:,.0f}" if rate else "skipped (fal_client not installed)",
             )
 
     print(f"\nMachine: {machine()}")

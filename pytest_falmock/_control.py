@@ -17,6 +17,7 @@ answers them through the small :class:`Controlled` protocol that
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any, Callable, Protocol, Sequence, Union
 
@@ -49,8 +50,22 @@ class Controlled(Protocol):
 
 
 def _request_fields(request: Union[FalRequest, UnmatchedRequest]) -> dict[str, Any]:
-    names = ("method", "path", "route", "model", "input")
-    return {name: getattr(request, name) for name in names}
+    names = ("method", "path", "route", "model")
+    return {**{name: getattr(request, name) for name in names}, "input": jsonable(request.input)}
+
+
+def jsonable(value: Any) -> Any:
+    """A decoded input as JSON: binary (a realtime message's bytes, a raw WebSocket frame) as a
+    base64 ``data:`` URI, any other non-JSON value as its ``repr``."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return "data:application/octet-stream;base64," + base64.b64encode(value).decode()
+    return repr(value)
 
 
 def request_record(request: FalRequest) -> dict[str, Any]:

@@ -38,6 +38,18 @@ def unmatched_message(unmatched: Sequence[UnmatchedRequest]) -> str:
     return "\n".join(lines)
 
 
+def handler_errors_message(errors: Sequence[str]) -> str:
+    """The test's realtime replies or WebSocket handlers that raised or answered nonsense."""
+    count = len(errors)
+    noun = "call" if count == 1 else "calls"
+    lines = [
+        f"fal_mock: {count} {noun} of this test's realtime reply callables or WebSocket handlers "
+        "failed (the client got an x-fal-error):"
+    ]
+    lines.extend(f"\n- {error.rstrip()}" for error in errors)
+    return "\n".join(lines)
+
+
 def calls_message(
     spec: str, times: int | None, calls: Sequence[FalRequest], others: Sequence[FalRequest]
 ) -> str:
@@ -50,7 +62,7 @@ def calls_message(
         lines.append("Other model calls:")
         lines.extend(f"  - {c}" for c in others)
     if not calls and not others:
-        lines.append("No submit, run or stream request reached the mock.")
+        lines.append("No submit, run, stream or realtime message reached the mock.")
     return "\n".join(lines)
 
 

@@ -7,9 +7,11 @@ polling realism) are implemented here, in the same order.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from typing import Any, Callable, Iterator, Optional, Protocol, Union
 
+from . import _realtime as realtime
 from ._blob import Blob
 from ._clock import Clock
 from ._constants import (
@@ -25,6 +27,7 @@ from ._jobs import Job
 from ._journal import FalRequest, UnmatchedRequest
 from ._reply import Reply, detail
 from ._routing import Operation, Route, RouteError
+from ._secrets import redact_query
 from ._settings import Settings
 from ._storage import Storage
 from ._stores import Stores
@@ -114,7 +117,8 @@ class Engine:
             "queue.cancel": self._cancel,
             "run": self._run,
             "run.stream": self._stream,
-            "realtime.token": self._realtime,
+            "realtime.token": self._realtime_token,
+            "realtime.connect": self._realtime_connect,
             "webhook.jwks": self._jwks,
             **Storage(stores).handlers,
         }
@@ -139,10 +143,10 @@ class Engine:
                 method=op.method,
                 path=op.path,
                 route=op.route,
-                model=op.model,
+                model=reply.model or op.model,
                 request_id=request_id,
                 input=op.input,
-                query=dict(op.query),
+                query=redact_query(op.query),
                 headers=op.headers.redacted(),
                 status_code=reply.status,
                 body=op.body.preview(),
@@ -169,7 +173,7 @@ class Engine:
                 model=error.model,
                 request_id=None,
                 input=None,
-                query=query,
+                query=redact_query(query),
                 headers=headers.redacted(),
                 status_code=error.status,
                 body=body.preview(),
@@ -363,11 +367,20 @@ class Engine:
         return Reply(stub.status, stub.render(op.input, RenderContext(op.base_url)), headers)
 
     # -- the rest ---------------------------------------------------------------------
-    def _realtime(self, op: Operation) -> Reply:
-        return detail(501, "realtime is not supported by fal_mock")
-
     def _jwks(self, op: Operation) -> Reply:
         """``GET https://rest.fal.ai/.well-known/jwks.json``: the keys webhooks are signed with."""
         if self.signer is None:
             return detail(404, "this mock signs no webhooks")
         return Reply(200, self.signer.jwks())
+
+    # -- realtime -----------------------------------------------------------------------
+    def _realtime_token(self, op: Operation) -> Reply:
+        """A short-lived token for the realtime WebSocket: fal answers a bare JSON string."""
+        return Reply(200, f"falmock-rt-{secrets.token_urlsafe(24)}")
+
+    def _realtime_connect(self, op: Operation) -> Reply:
+        """A WebSocket connection: accepted (101), its messages journaled like requests."""
+        reply, unmatched = realtime.connect(self.stores, op, new_request_id(), self._journal)
+        if unmatched is not None:  # open, told why, closed: journaled as unmatched
+            raise _EarlyReply(reply, unmatched)
+        return reply

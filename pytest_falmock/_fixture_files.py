@@ -10,6 +10,11 @@ An entry may add ``"media": {"<url in the response>": {"file": "<path>", "conten
 ``file`` is relative to the fixture file (a recording writes ``<fixture stem>.media/<sha256>.<ext>``)
 and, on replay, every string in the response equal to ``<url>`` is answered as a URL on the mock
 serving that file.
+
+A realtime entry (``"match": {"route": "realtime", ...}``) answers each message on a realtime
+connection (see ``FalMock.on_realtime``) with ``"json"`` (one result for every message),
+``"messages"`` (one per message on each connection, in order) or ``"error"`` (+ ``"reason"``,
+an ``x-fal-error``).
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ from typing import Any, Mapping, Optional
 
 from ._files import RecordedMedia
 from ._payloads import constant
+from ._realtime import realtime_answer, realtime_error
 from ._stubs import OptionError, RenderContext, Renderer, Stub, make_stub
 from ._urls import file_url
 
 MATCH_KEYS = {"model", "model_regex", "endpoint", "input", "route"}
 RESPONSE_KEYS = {"json", "events", "status", "error_type", "headers"}
+#: ``"route": "realtime"`` entries: exactly one of json / messages / error (+ reason).
+REALTIME_RESPONSE_KEYS = {"json", "messages", "error", "reason"}
 ENTRY_KEYS = {"match", "response", "times", "latency", "media"}
 MEDIA_KEYS = {"file", "content_type"}
 
@@ -97,7 +105,9 @@ def _object(value: Any, where: str, allowed: set[str]) -> Mapping[str, Any]:
 def parse_entry(entry: Any, where: str, base: Optional[Path] = None) -> Stub:
     entry = _object(entry, where, ENTRY_KEYS)
     match = _object(entry.get("match"), f"{where}.match", MATCH_KEYS)
-    response = _object(entry.get("response"), f"{where}.response", RESPONSE_KEYS)
+    realtime = match.get("route") == "realtime"
+    allowed = REALTIME_RESPONSE_KEYS if realtime else RESPONSE_KEYS
+    response = _object(entry.get("response"), f"{where}.response", allowed)
 
     endpoint = match.get("endpoint", "fal")
     if endpoint != "fal":
@@ -118,11 +128,15 @@ def parse_entry(entry: Any, where: str, base: Optional[Path] = None) -> Stub:
         except re.error as exc:
             raise _fail(f"{where}.match.model_regex", f"invalid regular expression: {exc}") from None
     route = match.get("route")
-    if route not in (None, "queue", "run"):
-        raise _fail(f"{where}.match.route", f'must be "queue" or "run", got {route!r}')
+    if route not in (None, "queue", "run", "realtime"):
+        raise _fail(f"{where}.match.route", f'must be "queue", "run" or "realtime", got {route!r}')
     match_input = match.get("input")
     if match_input is not None and not isinstance(match_input, dict):
         raise _fail(f"{where}.match.input", f"expected an object, got {match_input!r}")
+    shown = model if isinstance(model, str) else f"/{model.pattern}/"
+    label = f"{where} (model {shown})"
+    if realtime:
+        return _realtime_entry(entry, response, model, label, match_input, where)
 
     if ("json" in response) == ("events" in response):
         raise _fail(f"{where}.response", 'needs exactly one of "json" (a body) or "events" (a stream)')
@@ -148,12 +162,11 @@ def parse_entry(entry: Any, where: str, base: Optional[Path] = None) -> Stub:
         raise _fail(f"{where}.response.error_type", f"expected a string, got {error_type!r}")
     media = _media(entry.get("media"), f"{where}.media", base)
     body = response["json"] if events is None else (events[-1] if events else None)
-    shown = model if isinstance(model, str) else f"/{model.pattern}/"
     try:
         return make_stub(
             model,
             replay(body, media) if media else constant(body),
-            f"{where} (model {shown})",
+            label,
             status=status,
             only_kind=route,
             match_input=match_input,
@@ -226,3 +239,49 @@ def replay(body: Any, media: tuple[RecordedMedia, ...]) -> Renderer:
         return rewrite(frozen, context.base_url)  # a new copy, like fresh_copy
 
     return render
+
+
+def _realtime_entry(
+    entry: Mapping[str, Any],
+    response: Mapping[str, Any],
+    model: str | re.Pattern[str],
+    label: str,
+    match_input: Any,
+    where: str,
+) -> Stub:
+    given = [key for key in ("json", "messages", "error") if key in response]
+    if len(given) != 1:
+        raise _fail(
+            f"{where}.response", 'a realtime entry needs exactly one of "json", "messages" or "error"'
+        )
+    for key in ("latency", "media"):
+        if key in entry:
+            raise _fail(f"{where}.{key}", "does not apply to realtime entries")
+    if "reason" in response and given != ["error"]:
+        raise _fail(f"{where}.response.reason", 'goes with "error"')
+    try:
+        if given == ["error"]:
+            answer = realtime_error(response["error"], response.get("reason", ""), "")
+        elif given == ["json"]:
+            if not isinstance(response["json"], dict):
+                raise TypeError(f"json: expected an object, got {json.dumps(response['json'])[:60]}")
+            answer = realtime_answer(response["json"], "json")
+        else:
+            messages = response["messages"]
+            if (
+                not isinstance(messages, list)
+                or not all(isinstance(m, dict) for m in messages)
+                or not messages
+            ):
+                raise TypeError(
+                    f"messages: expected a non-empty list of objects, got {json.dumps(messages)[:60]}"
+                )
+            answer = realtime_answer(messages, "messages")
+    except (TypeError, ValueError) as exc:
+        raise _fail(f"{where}.response", str(exc).lstrip(": ")) from None
+    try:
+        return make_stub(
+            model, constant(None), label, match_input=match_input, times=entry.get("times"), socket=answer
+        )
+    except OptionError as exc:
+        raise _fail(f"{where}.{exc.name}", f"expected {exc.requirement}, got {exc.value!r}") from None

@@ -14,6 +14,8 @@ handling, so ``HTTPServerBase`` can own it), with these differences:
   :data:`~._blob.SPOOL_THRESHOLD` goes to a temporary file as it arrives (never whole in memory);
 - streamed answers (server-sent events) are chunked for HTTP/1.1, close-delimited for 1.0;
   a stream of known length (a served file) is sent with ``Content-Length``;
+- a request with ``Upgrade: websocket`` is checked by :mod:`._websocket` before it is routed,
+  and an answer carrying a WebSocket app (101) hands the connection over to it, thread and all;
 - :meth:`FastServer.shutdown` returns at once (no 0.5 s poll) and
   :meth:`FastServer.close_connections` closes idle keep-alive connections and joins their
   threads, so a stopped server leaves no thread or socket behind.
@@ -31,6 +33,7 @@ from typing import Any, Optional, Protocol
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler, get_sockaddr, select_address_family
 
+from . import _websocket as websocket
 from ._blob import EMPTY, SPOOL_THRESHOLD, Blob, BytesBlob, Spool
 from ._headers import Headers
 from ._http_wire import (
@@ -330,7 +333,20 @@ class _Connection:
                         body = self._body(length)
                         unread = False
                 request = HttpRequest(method, target, path, query, version, Headers.from_folded(fields), body)
+                upgrade = websocket.handshake(request, responder.max_body) if "upgrade" in fields else None
+                if upgrade is not None and not upgrade.accepted:
+                    upgrade.refuse(self.sock)  # not a valid WebSocket handshake: never routed
+                    return
                 response = responder.respond(request)
+                if response.upgrade is not None:
+                    if upgrade is None:  # pragma: no cover - routing upgrades only what asks for it
+                        raise ProtocolError(400, "Only an Upgrade: websocket request can become a WebSocket")
+                    # The WebSocket takes this connection (socket, thread, table entry) over for
+                    # good; the bounds it keeps are in _websocket's docstring.
+                    upgrade.serve(self.sock, self.buf, response, self.server.websockets)
+                    return
+                if upgrade is not None:
+                    keep_alive = False  # refused with a plain HTTP answer: the client gives up
                 if self.server.closing:
                     keep_alive = False
                 if not self._send(response, method == "HEAD", keep_alive, version):
@@ -395,6 +411,8 @@ class FastServer(ThreadedWSGIServer):
         self.closing = False
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, threading.Thread] = {}
+        #: The connections that became WebSockets (still in ``_connections`` too).
+        self.websockets = websocket.LiveWebSockets()
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
         self._wake: Optional[tuple[socket.socket, socket.socket]] = None

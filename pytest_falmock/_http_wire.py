@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from ._blob import Blob
 from ._headers import Headers
+from ._reply import WebSocketApp
 
 #: Longest request line or header line, and most header lines, accepted.
 MAX_LINE = 65536
@@ -55,9 +56,10 @@ class HttpResponse:
     ``head`` holds complete header lines (``"Name: value\r\n"`` each); the server adds the
     status line, ``Date``, the framing (``Content-Length`` or chunking) and ``Connection``.
     A ``stream`` with a ``length`` (a served file) is sent with ``Content-Length``, not chunked.
+    ``upgrade`` (with status 101) takes the connection over as a WebSocket (:mod:`._websocket`).
     """
 
-    __slots__ = ("body", "close", "head", "length", "status", "stream")
+    __slots__ = ("body", "close", "head", "length", "status", "stream", "upgrade")
 
     def __init__(
         self,
@@ -67,6 +69,7 @@ class HttpResponse:
         stream: Optional[Iterator[bytes]] = None,
         close: bool = False,
         length: Optional[int] = None,
+        upgrade: Optional[WebSocketApp] = None,
     ) -> None:
         self.status = status
         self.head = head
@@ -74,6 +77,7 @@ class HttpResponse:
         self.stream = stream
         self.close = close
         self.length = length
+        self.upgrade = upgrade
 
 
 def header_lines(headers: Iterable[tuple[str, str]]) -> str:
@@ -211,3 +215,9 @@ def _check_lines(block: str) -> None:
 def tokens(value: str) -> set[str]:
     """The lowercased comma-separated tokens of a field value (e.g. ``Connection``)."""
     return {token.strip().lower() for token in value.split(",")}
+
+
+def wants_websocket(headers: Headers) -> bool:
+    """The request asks to switch to the WebSocket protocol (``Upgrade: websocket``)."""
+    upgrade = headers.get("upgrade")
+    return upgrade is not None and "websocket" in tokens(upgrade)

@@ -16,9 +16,11 @@ class FalRequest:
     """One request the mock received (``fal_mock.requests``).
 
     ``route`` is e.g. ``"queue.submit"``, ``"queue.status"``, ``"queue.result"``,
-    ``"queue.cancel"``, ``"run"``, ``"run.stream"``; ``None`` for a request that could not
-    be routed. ``headers`` has credentials redacted. ``body`` is the raw body, or the first
-    64 KiB of a body large enough to have been spooled to disk (over 4 MiB).
+    ``"queue.cancel"``, ``"run"``, ``"run.stream"``, ``"realtime.connect"`` (a WebSocket
+    connection) or ``"realtime.message"`` (a message on one: method ``"WS"``, ``request_id``
+    the connection's); ``None`` for a request that could not be routed. ``headers`` and
+    ``query`` have credentials redacted. ``body`` is the raw body, or the first 64 KiB of a
+    body large enough to have been spooled to disk (over 4 MiB).
     """
 
     method: str

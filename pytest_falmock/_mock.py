@@ -8,19 +8,20 @@ import sys
 from http import HTTPStatus
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Type, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Sequence, Type, TypedDict, Union
 
 from ._blob import BytesBlob
 from ._clock import Clock, check_seconds
 from ._control import Control
-from ._diagnostics import calls_message, unmatched_message
+from ._diagnostics import calls_message, handler_errors_message, unmatched_message
 from ._engine import Engine, RequestListener, Upstream
 from ._files import FileEntry, new_file_id, safe_name
 from ._fixture_files import load_path, parse_document
 from ._jobs import QueueConfig
 from ._journal import FalRequest, ServedFile, UnmatchedRequest, Upload, WebhookDelivery
 from ._payloads import constant, file_renderer, image_renderer, json_ready
-from ._routing import Route
+from ._realtime import realtime_answer, realtime_error, websocket_answer
+from ._routing import JournalRoute
 from ._server import FalMockServer
 from ._settings import Settings, marker_overrides, queue_config
 from ._signing import WebhookSigner
@@ -31,6 +32,7 @@ from ._stubs import (
     OnlyKind,
     OptionError,
     Renderer,
+    SocketAnswer,
     Stub,
     describe_model,
     make_stub,
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
 
 ModelArg = ModelSpec
 #: Requests ``assert_called`` counts: the ones that ask a model for something.
-COUNTED_ROUTES: frozenset[Route] = frozenset({"queue.submit", "run", "run.stream"})
+COUNTED_ROUTES: frozenset[JournalRoute] = frozenset({"queue.submit", "run", "run.stream", "realtime.message"})
 
 
 class _Matching(TypedDict, total=False):
@@ -222,8 +224,9 @@ class FalMock:
         session stubs (and their recorded media); restore the session settings.
 
         Work still under way for the previous test (a slow request, a webhook delivery) records
-        nothing once the reset is done.
+        nothing once the reset is done; its open WebSocket connections are closed (1001).
         """
+        self._server.close_websockets()
         self._stores.reset()
         self._settings = self._defaults
         self._server.internal_errors.clear()
@@ -240,6 +243,7 @@ class FalMock:
         error_type: Optional[str] = None,
         events: Optional[list[Any]] = None,
         headers: Optional[Mapping[str, str]] = None,
+        socket: Optional[SocketAnswer] = None,
     ) -> None:
         where = f"fal_mock.{helper}()"
         allowed = StubOptions.__optional_keys__ if events is None else StreamOptions.__optional_keys__
@@ -255,6 +259,8 @@ class FalMock:
             raise TypeError(f"{where}: match_input must be a dict or a callable, got {match_input!r}")
         times = options.get("times")
         extras = [f"route={route!r}"] if route else []
+        if socket is not None and socket.protocol == "websocket" and socket.path:
+            extras.append(f"path={socket.path!r}")
         if times is not None:
             extras.append(f"times={times}")
         label = f"{helper}({', '.join([describe_model(spec), *extras])}) at {_caller()}"
@@ -271,6 +277,7 @@ class FalMock:
                 error_type=error_type,
                 events=events,
                 headers=headers,
+                socket=socket,
             )
         except OptionError as exc:
             raise ValueError(f"{where}: {exc}") from None
@@ -355,6 +362,43 @@ class FalMock:
         """
         items = json_ready(list(events), "fal_mock.on_stream()")
         self._register("on_stream", model, constant(items[-1] if items else None), options, events=items)
+
+    def on_realtime(
+        self,
+        model: ModelArg,
+        reply: Any,
+        *,
+        times: Optional[int] = None,
+        match_input: InputMatcher = None,
+    ) -> None:
+        """Answer each message on a realtime connection to ``model`` (``fal_client.realtime``,
+        ``fal.realtime.connect``) with ``reply``, sent as msgpack:
+
+        - a dict: sent for every message;
+        - a list of dicts: one per message on each connection, in order (a message after the
+          last one is unmatched: ``x-fal-error``, and the test fails);
+        - a callable ``(message) -> dict | list[dict] | None``: a list sends several results,
+          None sends nothing.
+
+        ``times`` counts messages; ``match_input`` (dict subset or callable) tests each message.
+        """
+        answer = realtime_answer(reply, "fal_mock.on_realtime()")
+        options = {"times": times, "match_input": match_input}
+        self._register("on_realtime", model, constant(None), options, socket=answer)
+
+    def on_realtime_error(self, model: ModelArg, error: str, reason: str = "") -> None:
+        """Answer each message on a realtime connection to ``model`` with fal's error message
+        ``{"type": "x-fal-error", "error": error, "reason": reason}`` (``RealtimeError`` in
+        Python, ``onError`` in JS); the connection stays open."""
+        answer = realtime_error(error, reason, "fal_mock.on_realtime_error()")
+        self._register("on_realtime_error", model, constant(None), {}, socket=answer)
+
+    def on_websocket(self, model: ModelArg, handler: Callable[[Any], Any], *, path: str = "") -> None:
+        """Serve raw WebSocket connections to ``{model}{path}`` (``fal_client.ws_connect``):
+        ``handler(frame: str | bytes)`` returns the frames to send back (``str`` as text,
+        ``bytes`` as binary, a list of them, or None)."""
+        answer = websocket_answer(handler, path, "fal_mock.on_websocket()")
+        self._register("on_websocket", model, constant(None), {}, socket=answer)
 
     def load_fixtures(self, path: Union[str, Path]) -> int:
         """Load a fixture file (or a directory of ``*.json``) for the whole session."""
@@ -450,7 +494,8 @@ class FalMock:
         return self._stores.snapshot(self._stores.unmatched)
 
     def assert_called(self, model: ModelArg, times: Optional[int] = None) -> None:
-        """Assert submits, runs and streams for ``model`` were made (exactly ``times`` if given)."""
+        """Assert submits, runs, streams or realtime messages for ``model`` were made (exactly
+        ``times`` if given)."""
         __tracebackhide__ = True
         spec = model_spec(model, "fal_mock.assert_called()")
 
@@ -490,6 +535,9 @@ class FalMock:
         unmatched = self.unmatched
         if unmatched and not allow_unmatched:
             parts.append(unmatched_message(unmatched))
+        failed = self._stores.snapshot(self._stores.handler_errors)
+        if failed:
+            parts.append(handler_errors_message(failed))
         errors = list(self._server.internal_errors)
         if errors:
             parts.append(

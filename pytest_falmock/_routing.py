@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Optional, get_args
+from typing import Any, Literal, Mapping, Optional, Union, get_args
 from urllib.parse import parse_qsl, urlsplit
 
 from ._blob import Blob, BytesBlob
@@ -35,9 +35,11 @@ from ._constants import (
 )
 from ._files import MAX_PARTS
 from ._headers import Headers, accepts_event_stream
+from ._http_wire import wants_websocket
 from ._urls import CONTROL_PREFIX, GENERATED, MULTIPART, PREFIX, SERVICES, Service
 
-#: Every route a request can be routed to (the journal's ``route`` values, plus the control API).
+#: Every route a request can be routed to: the journal's ``route`` values (but the journal-only
+#: :data:`EventRoute`), plus the control API.
 Route = Literal[
     "queue.submit",
     "queue.status",
@@ -51,6 +53,7 @@ Route = Literal[
     "storage.initiate_multipart",
     "realtime.token",
     "webhook.jwks",
+    "realtime.connect",
     "cdn.upload",
     "cdn.upload_multipart",
     "files.put",
@@ -67,6 +70,14 @@ Route = Literal[
     "control.advance",
 ]
 ROUTES: tuple[Route, ...] = get_args(Route)
+#: Journal-only routes: records of what is not an HTTP request (a message received on a
+#: WebSocket connection). Routing never produces them, so they need no handler.
+EventRoute = Literal["realtime.message"]
+EVENT_ROUTES: tuple[EventRoute, ...] = get_args(EventRoute)
+#: Every ``route`` a journal record can carry.
+JournalRoute = Union[Route, EventRoute]
+#: The endpoint path ``fal_client.realtime()`` and ``fal.realtime.connect()`` add to the model.
+REALTIME_PATH = "/realtime"
 #: Control routes by name (``/__falmock/<name>``): the route of each method accepted.
 CONTROL_ROUTES: dict[str, dict[str, Route]] = {
     "health": {"GET": "control.health"},
@@ -105,6 +116,8 @@ class Operation:
     fal_host: Optional[str] = None
     #: ``X-Fal-Request-Timeout`` of a submit or run (``start_timeout``), in seconds.
     start_timeout: Optional[float] = None
+    #: ``realtime.connect``: the endpoint path after ``model`` (:data:`REALTIME_PATH` or "").
+    subpath: str = ""
 
 
 class RouteError(Exception):
@@ -363,6 +376,8 @@ def _submit(segments: list[str], req: _Request) -> Operation:
 def _run(segments: list[str], req: _Request) -> Operation:
     if not segments:
         raise _detail(404, f"No model id in {req.path}: run .../{{owner}}/{{model}}")
+    if wants_websocket(req.headers):
+        return _connect(segments, req)
     suffixed = len(segments) > 1 and segments[-1] == "stream"
     asks_for_stream, _ = accepts_event_stream(req.headers)
     route: Route = "run.stream" if suffixed or asks_for_stream else "run"
@@ -396,6 +411,16 @@ def _exact(service: Service, path: str, req: _Request) -> Optional[Operation]:
     return req.op(route, input=parse_input(req.body, route, None)) if with_input else req.op(route)
 
 
+def _connect(segments: list[str], req: _Request) -> Operation:
+    """A WebSocket upgrade: ``{model}/realtime`` (``realtime()``) or any endpoint (``ws_connect()``)."""
+    subpath = ""
+    if len(segments) > 2 and f"/{segments[-1]}" == REALTIME_PATH:
+        segments, subpath = segments[:-1], REALTIME_PATH
+    model = "/".join(segments)
+    req.check_method("GET", "realtime.connect", model)
+    return req.op("realtime.connect", model=model, subpath=subpath)
+
+
 def _rest(segments: list[str], req: _Request) -> Operation:
     path = "/".join(segments)
     op = _exact("rest", path, req)
@@ -408,7 +433,8 @@ def _rest(segments: list[str], req: _Request) -> Operation:
             "upload with POST <upload_url>/complete, as @fal-ai/client does",
         )
     if path == "tokens":
-        return req.op("realtime.token")
+        req.check_method("POST", "realtime.token")
+        return req.op("realtime.token", input=parse_input(req.body, "realtime.token", None))
     if path == ".well-known/jwks.json":
         req.check_method("GET", "webhook.jwks")
         return req.op("webhook.jwks")

@@ -10,6 +10,8 @@ from typing import Any, Mapping, Optional, Sequence
 from ._constants import DUMMY_FAL_KEY, REDACTED
 
 _WEBHOOK_QUERY = re.compile(r"(fal_webhook=)[^&#\s\"']*")
+#: Query parameters that carry a credential (the realtime token of a WebSocket URL).
+SECRET_QUERY = frozenset({"fal_jwt_token"})
 
 
 @dataclass(frozen=True)
@@ -60,3 +62,8 @@ def redact(value: Any, secrets: Sequence[str]) -> Any:
     if isinstance(value, dict):
         return {redact_text(str(k), secrets): redact(v, secrets) for k, v in value.items()}
     return value
+
+
+def redact_query(query: Mapping[str, str]) -> dict[str, str]:
+    """A copy of a parsed query string with credentials (``fal_jwt_token``) replaced."""
+    return {key: REDACTED if key in SECRET_QUERY else value for key, value in query.items()}

@@ -36,6 +36,7 @@ from ._http_wire import HttpRequest, HttpResponse, header_lines
 from ._reply import JSON, Reply
 from ._routing import ROUTES, Operation, Route, RouteError
 from ._settings import DEFAULT_MAX_BODY
+from ._websocket import GOING_AWAY
 
 Handler = Callable[[Operation], Reply]
 #: Journals a request routing refused (:meth:`._engine.Engine.record_rejected`).
@@ -123,6 +124,7 @@ class FalMockServer(HTTPServerBase):
             raise HTTPServerError("Server is not running")
         try:
             server.shutdown()
+            server.websockets.close_all(GOING_AWAY, "fal_mock stopped")
             server.close_connections()
         finally:
             server.server_close()
@@ -133,6 +135,11 @@ class FalMockServer(HTTPServerBase):
     @property
     def base_url(self) -> str:
         return self.url_for("").rstrip("/")
+
+    def close_websockets(self) -> None:
+        """Close every open WebSocket connection (1001 going away), e.g. at the end of a test."""
+        if self._http is not None:
+            self._http.websockets.close_all(GOING_AWAY, "fal_mock reset: the test ended")
 
     @property
     def connection_count(self) -> int:
@@ -200,6 +207,8 @@ class FalMockServer(HTTPServerBase):
     # -- rendering ----------------------------------------------------------------------------
     def _render(self, reply: Reply, close: bool = False) -> HttpResponse:
         extra = reply.headers
+        if reply.websocket is not None:  # the 101 itself is written by _websocket
+            return HttpResponse(101, header_lines(extra.items()), upgrade=reply.websocket)
         if reply.events is None and reply.raw is None:
             body = encode(reply.body)
             if not extra:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from typing import Any, Deque, Iterable, Optional
+from typing import Any, Callable, Deque, Iterable, Optional
 
 from ._files import FileEntry, FileStore
 from ._jobs import Job
@@ -37,6 +37,8 @@ class Stores:
         self.webhooks: list[WebhookDelivery] = []
         #: Warnings for the test (e.g. a recording that kept a media URL instead of its bytes).
         self.notes: list[str] = []
+        #: Failures of the test's own callbacks, reported at teardown.
+        self.handler_errors: list[str] = []
         #: Bumped by every reset; a request that began before a reset records nothing after it.
         self.generation = 0
         self._request = threading.local()
@@ -66,20 +68,27 @@ class Stores:
         *,
         include_session: bool = True,
         fallback: Optional[Kind] = None,
+        use: bool = True,
+        check: Optional[Callable[[Stub], Optional[str]]] = None,
     ) -> tuple[Optional[Stub], list[tuple[str, str]]]:
         """The first stub that serves the request (its use counted), or every reason why none does.
 
         Per-test stubs are tried newest first, then session stubs in order;
         ``include_session=False`` tries per-test stubs only (record mode ``all``). When no stub
         serves ``kind``, stream stubs are tried as ``fallback`` (a run that takes a stream).
+        ``use=False`` counts no use (a WebSocket connection: its messages count); ``check`` is
+        the caller's own last test (a reason, or None).
         """
         tried: list[tuple[Stub, str]] = []
         with self.lock:
             candidates = [*reversed(self.test_stubs), *(self.session_stubs if include_session else ())]
             for stub in candidates:
                 reason = stub.reject_reason(kind, model, request_input)
+                if reason is None and check is not None:
+                    reason = check(stub)
                 if reason is None:
-                    stub.used += 1
+                    if use:
+                        stub.used += 1
                     return stub, []
                 tried.append((stub, reason))
             if fallback is not None:
@@ -112,6 +121,10 @@ class Stores:
         generation: int = getattr(self._request, "generation", self.generation)
         return generation
 
+    def is_current(self, generation: int) -> bool:
+        """No reset happened since ``generation`` (work of that generation still counts)."""
+        return generation == self.generation
+
     def _stale(self, generation: Optional[int] = None) -> bool:
         """True when the work at hand began before the last reset (call with the lock held)."""
         started = getattr(self._request, "generation", None) if generation is None else generation
@@ -141,15 +154,17 @@ class Stores:
             return self.jobs.get(request_id)
 
     # -- journal, uploads, webhooks -----------------------------------------------------
-    def record(self, request: FalRequest) -> None:
+    def _keep(self, items: Any, item: Any, generation: Optional[int] = None) -> None:
+        """Append ``item`` to ``items`` unless the work at hand began before the last reset."""
         with self.lock:
-            if not self._stale():
-                self.journal.append(request)
+            if not self._stale(generation):
+                items.append(item)
+
+    def record(self, request: FalRequest) -> None:
+        self._keep(self.journal, request)
 
     def record_unmatched(self, request: UnmatchedRequest) -> None:
-        with self.lock:
-            if not self._stale():
-                self.unmatched.append(request)
+        self._keep(self.unmatched, request)
 
     def add_file(self, entry: FileEntry) -> None:
         """Serve ``entry`` until the next reset (unless the request began before the last one)."""
@@ -171,11 +186,13 @@ class Stores:
             notes, self.notes = self.notes, []
         return notes
 
+    def add_handler_error(self, text: str) -> None:
+        """A test's callback (a realtime reply, a WebSocket handler) raised or answered nonsense."""
+        self._keep(self.handler_errors, text)
+
     def add_webhook(self, delivery: WebhookDelivery, generation: Optional[int] = None) -> None:
         """Record a webhook outcome; ``generation`` is the one the job completed in."""
-        with self.lock:
-            if not self._stale(generation):
-                self.webhooks.append(delivery)
+        self._keep(self.webhooks, delivery, generation)
 
     def snapshot(self, items: Iterable[Any]) -> list[Any]:
         with self.lock:
@@ -196,3 +213,4 @@ class Stores:
             self.files.reset()
             self.webhooks.clear()
             self.notes.clear()
+            self.handler_errors.clear()

@@ -14,10 +14,14 @@ from typing import Any, Callable, Literal, Mapping, Optional, Pattern, Sequence,
 from ._files import RecordedMedia
 from ._headers import HeaderError, stub_headers
 
-#: What a request asks for: a queue submit, a synchronous run, or a streamed run.
-Kind = Literal["queue", "run", "stream"]
+#: What a request asks for: a queue submit, a synchronous run, or a streamed run; or on a
+#: WebSocket: a connection (either protocol), a realtime (msgpack) message, a raw message.
+Kind = Literal["queue", "run", "stream", "connection", "realtime", "websocket"]
 #: The kinds a stub can be restricted to (``route=`` of the helpers, ``match.route`` of files).
 OnlyKind = Literal["queue", "run"]
+#: How a stub serving WebSocket connections speaks: fal's realtime protocol or raw frames.
+SocketProtocol = Literal["realtime", "websocket"]
+_SOCKET_KINDS = ("connection", "realtime", "websocket")
 ModelSpec = Union[str, Pattern[str]]
 InputMatcher = Union[Mapping[str, Any], Callable[[Any], bool], None]
 
@@ -68,6 +72,20 @@ class OptionError(ValueError):
         self.value = value
 
 
+@dataclass(frozen=True)
+class SocketAnswer:
+    """What a stub answers on WebSocket connections (``on_realtime``, ``on_realtime_error``,
+    ``on_websocket``; see :mod:`._realtime`)."""
+
+    protocol: SocketProtocol
+    #: The endpoint path after the model: ``/realtime`` for realtime, ``path=`` of ``on_websocket``.
+    path: str
+    #: realtime: a dict, a list of dicts or a callable; websocket: the frame handler.
+    reply: Any = None
+    #: ``on_realtime_error``: the ``(error, reason)`` of the ``x-fal-error`` it sends.
+    error: Optional[tuple[str, str]] = None
+
+
 @dataclass(eq=False)
 class Stub:
     """One registered response. Mutable only in ``used`` (guarded by the store's lock)."""
@@ -91,6 +109,8 @@ class Stub:
     media: Sequence[RecordedMedia] = ()
     #: Warnings about how the stub was made (e.g. a recording that kept a media URL).
     notes: Sequence[str] = ()
+    #: Set on stubs that serve WebSocket connections (and only those).
+    socket: Optional[SocketAnswer] = None
     used: int = field(default=0)
 
     @property
@@ -98,25 +118,19 @@ class Stub:
         return self.events is not None
 
     def reject_reason(self, kind: Kind, model: str, request_input: Any) -> Optional[str]:
-        """Why this stub does not serve the request, or None when it does."""
-        if kind == "stream" and not self.is_stream and (self.status < 400 or self.only_kind == "queue"):
-            return "not a stream fixture (register one with on_stream())"
-        if kind != "stream" and self.is_stream:
-            return (
-                f"stream fixture, request is a {kind} request "
-                "(a stream asks for Accept: text/event-stream or posts to .../stream)"
-            )
-        if kind != "stream" and self.only_kind is not None and self.only_kind != kind:
-            return f"route={self.only_kind!r}, request is a {kind} request"
-        if isinstance(self.model, str):
-            if self.model != model:
-                return f"model {self.model!r} != {model!r}"
-        elif self.model.search(model) is None:
-            return f"pattern {self.model.pattern!r} does not match {model!r}"
+        """Why this stub does not serve the request, or None when it does.
+
+        For the WebSocket kinds ``model`` is the whole endpoint path (``fal-ai/x/realtime``).
+        """
+        reason = self._kind_reason(kind)
+        if reason is None:
+            reason = self._model_reason(model) if self.socket is None else self._endpoint_reason(model)
+        if reason is not None:
+            return reason
         if self.times is not None and self.used >= self.times:
             return f"used up (served {self.used} of times={self.times})"
         matcher = self.match_input
-        if matcher is None:
+        if matcher is None or kind == "connection":  # a connection has no input: its messages do
             return None
         if callable(matcher):
             try:
@@ -127,6 +141,50 @@ class Stub:
         if not is_subset(matcher, request_input):
             return f"input {summarize(request_input, 80)} does not contain {summarize(matcher, 80)}"
         return None
+
+    def _kind_reason(self, kind: Kind) -> Optional[str]:
+        socket = self.socket
+        if kind in _SOCKET_KINDS:
+            if socket is None:
+                return "not a WebSocket fixture (register one with on_realtime() or on_websocket())"
+            if kind != "connection" and socket.protocol != kind:
+                return f"{socket.protocol} fixture, the connection speaks {kind}"
+            return None
+        if socket is not None:
+            return f"{socket.protocol} fixture (WebSocket), request is a {kind} request"
+        if kind == "stream" and not self.is_stream and (self.status < 400 or self.only_kind == "queue"):
+            return "not a stream fixture (register one with on_stream())"
+        if kind != "stream" and self.is_stream:
+            return (
+                f"stream fixture, request is a {kind} request "
+                "(a stream asks for Accept: text/event-stream or posts to .../stream)"
+            )
+        if kind != "stream" and self.only_kind is not None and self.only_kind != kind:
+            return f"route={self.only_kind!r}, request is a {kind} request"
+        return None
+
+    def _model_reason(self, model: str) -> Optional[str]:
+        if isinstance(self.model, str):
+            return None if self.model == model else f"model {self.model!r} != {model!r}"
+        if self.model.search(model) is None:
+            return f"pattern {self.model.pattern!r} does not match {model!r}"
+        return None
+
+    def _endpoint_reason(self, endpoint: str) -> Optional[str]:
+        """The endpoint must be this stub's model followed by its path."""
+        assert self.socket is not None
+        path = self.socket.path
+        if isinstance(self.model, str):
+            expected = self.model + path
+            return None if expected == endpoint else f"endpoint {expected!r} != {endpoint!r}"
+        if not endpoint.endswith(path):
+            return f"endpoint {endpoint!r} does not end with {path!r}"
+        return self._model_reason(endpoint[: len(endpoint) - len(path)])
+
+    def model_of(self, endpoint: str) -> str:
+        """The model part of an endpoint this (WebSocket) stub serves."""
+        path = self.socket.path if self.socket is not None else ""
+        return endpoint[: len(endpoint) - len(path)] if path else endpoint
 
 
 def make_stub(
@@ -143,6 +201,7 @@ def make_stub(
     events: Optional[Sequence[Any]] = None,
     headers: Any = None,
     media: Sequence[RecordedMedia] = (),
+    socket: Optional[SocketAnswer] = None,
 ) -> Stub:
     """A validated :class:`Stub`; ``times``, ``latency`` or ``headers`` out of range raise
     :class:`OptionError`.
@@ -170,6 +229,7 @@ def make_stub(
         events=events,
         headers=extra_headers,
         media=tuple(media),
+        socket=socket,
     )
 
 

@@ -15,9 +15,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
+import msgpack
 import pytest
 from fake_fal_upstream import FakeFal
 from httpclient import http
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from pytest_falmock import FalMock
 from pytest_falmock._diagnostics import RequestLog
@@ -169,6 +172,28 @@ def test_control_api_over_http(start: Start) -> None:
     server.control("POST", "reset")
     assert server.control("GET", "requests").json == []
     assert http("POST", f"{server.url}/run/fal-ai/whisper", {}).json == {"text": "hello"}  # kept
+
+
+def test_the_standalone_server_serves_realtime_fixtures(start: Start, tmp_path: Path) -> None:
+    doc = {"fixtures": [{"match": {"model": "fal-ai/lcm", "route": "realtime"}, "response": {"json": FLUX}}]}
+    (tmp_path / "rt.json").write_text(json.dumps(doc))
+    server = start("--fixtures", "rt.json")
+    ws_url = server.url.replace("http://", "ws://") + "/run/fal-ai/lcm/realtime?fal_jwt_token=jwt-secret"
+    with connect(ws_url) as ws:
+        ws.send(msgpack.packb({"prompt": "a cat"}))
+        assert msgpack.unpackb(ws.recv()) == FLUX
+        assert server.control("POST", "reset").json == {"reset": True}  # closes it (1001)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv()
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1001
+    code, err = server.stop()
+    assert code == 0
+    assert [line for line in err.splitlines() if "realtime" in line] == [
+        "fal-mock: GET /fal/run/fal-ai/lcm/realtime -> 101 (route realtime.connect, model fal-ai/lcm)",
+        "fal-mock: WS /fal/run/fal-ai/lcm/realtime -> 200 (route realtime.message, model fal-ai/lcm)",
+    ]
+    assert "jwt-secret" not in err
 
 
 @pytest.mark.parametrize(

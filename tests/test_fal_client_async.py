@@ -164,21 +164,6 @@ async def uploads(fal_mock: FalMock) -> None:
 test_uploads_async, test_uploads_async_asyncio_run = both_ways(uploads)
 
 
-async def realtime_refused(fal_mock: FalMock) -> None:
-    with pytest.raises(FalClientHTTPError) as excinfo:
-        async with fal_client.realtime_async("fal-ai/fast-lcm"):
-            pass  # pragma: no cover - the token request fails first
-
-    assert (excinfo.value.status_code, excinfo.value.message) == (
-        501,
-        "realtime is not supported by fal_mock",
-    )
-    assert [r.route for r in fal_mock.requests] == ["realtime.token"]
-
-
-test_realtime_async, test_realtime_async_asyncio_run = both_ways(realtime_refused)
-
-
 # -- errors ---------------------------------------------------------------------------------------
 async def errors(fal_mock: FalMock) -> None:
     fal_mock.on_error(FLUX, status=422, detail=VALIDATION, error_type="content_policy_violation")

@@ -104,8 +104,11 @@ def run_js(node: str, mock: FalMock, scenario: str, middleware: str = "proxy") -
     fetches = out["fetches"]
     mock_host = urlsplit(mock.base_url).netloc
     assert [urlsplit(f["url"]).netloc for f in fetches] == [mock_host] * len(fetches)
-    journal = mock.requests
+    journal = [r for r in mock.requests if r.route not in ("realtime.connect", "realtime.message")]
     assert sorted(f["method"] for f in fetches) == sorted(r.method for r in journal)
+    # Each WebSocket the script opened (through the harness's shim) reached this mock.
+    connections = [r for r in mock.requests if r.route == "realtime.connect"]
+    assert len(out["sockets"]) == len(connections)
     return _fold_messages(out["result"])
 
 
@@ -621,3 +624,81 @@ def test_start_timeout_is_a_504_that_is_never_retried(node_bin: str, fal_mock: F
     )
     assert run.headers["x-fal-request-timeout"] == "1.01"
     assert submit.headers["x-fal-request-timeout"] == "1.01"
+
+
+# -- realtime --------------------------------------------------------------------------------
+LCM = "fal-ai/fast-lcm-diffusion"
+
+
+def test_realtime_connect_sends_messages_and_gets_each_result(node_bin: str, fal_mock: FalMock) -> None:
+    fal_mock.on_realtime(LCM, [{"images": [{"url": f"https://x/{i}.jpeg"}], "step": i} for i in range(3)])
+
+    result = run_js(node_bin, fal_mock, "realtime")
+
+    assert result["results"] == [{"images": [{"url": f"https://x/{i}.jpeg"}], "step": i} for i in range(3)]
+    assert result["errors"] == []
+    token, connection, *messages = fal_mock.requests
+    assert (token.method, token.route, target(token), token.status_code) == (
+        "POST",
+        "realtime.token",
+        "https://rest.fal.ai/tokens/",
+        200,
+    )
+    assert token.input == {"allowed_apps": ["fast-lcm-diffusion"], "token_expiration": 120}
+    assert (connection.route, connection.path, connection.status_code) == (
+        "realtime.connect",
+        f"/fal/run/{LCM}/realtime",
+        101,
+    )
+    assert connection.query == {"fal_jwt_token": REDACTED}
+    assert [(m.route, m.input, m.request_id) for m in messages] == [
+        ("realtime.message", {"prompt": prompt, "seed": 1}, connection.request_id)
+        for prompt in ("a cat", "a dog", "a fox")
+    ]
+    (socket_url,) = result["sockets"]
+    assert socket_url.startswith(f"wss://fal.run/{LCM}/realtime?fal_jwt_token=falmock-rt-")
+    # closing without a code is reported by the client itself, as an error with status 1005
+    assert [(e["status"], e["isApiError"]) for e in result["late"]] == [(1005, True)]
+
+
+def test_realtime_x_fal_error_reaches_on_error(node_bin: str, fal_mock: FalMock) -> None:
+    fal_mock.on_realtime_error("fal-ai/broken", "INVALID_INPUT", "prompt too long")
+
+    result = run_js(node_bin, fal_mock, "realtime_error")
+
+    assert result["results"] == []
+    assert result["errors"] == [
+        {
+            "name": "ApiError",
+            "message": "INVALID_INPUT: prompt too long".casefold(),  # run_js folds ApiError messages
+            "isApiError": True,
+            "isValidationError": False,
+            "status": 400,
+            "body": {"type": "x-fal-error", "error": "INVALID_INPUT", "reason": "prompt too long"},
+            "requestId": "",
+        }
+    ]
+    assert [(r.route, r.status_code) for r in fal_mock.requests[1:]] == [
+        ("realtime.connect", 101),
+        ("realtime.message", 400),
+    ]
+
+
+@pytest.mark.fal_mock(allow_unmatched=True)
+def test_realtime_without_a_fixture_reaches_on_error_and_is_unmatched(
+    node_bin: str, fal_mock: FalMock
+) -> None:
+    result = run_js(node_bin, fal_mock, "realtime_unmatched")
+
+    reason = (
+        "fal_mock: no fixture matches model 'fal-ai/unknown-model' "
+        "(WebSocket connection to /fal-ai/unknown-model/realtime)"
+    )
+    first, closed = result["errors"]
+    assert (first["message"], first["status"]) == (f"no_fixture_match: {reason}".casefold(), 400)
+    assert (closed["message"], closed["status"]) == (
+        "Error closing the connection: fal_mock: no fixture matched".casefold(),
+        1008,
+    )
+    (unmatched,) = fal_mock.unmatched
+    assert (unmatched.route, unmatched.model) == ("realtime.connect", "fal-ai/unknown-model")

@@ -464,7 +464,8 @@ def test_fal_fixtures_ini_relative_to_ini_file(pytester):
         ),
         (
             '{"fixtures": [{"match": {"model": "a", "route": "both"}, "response": {"json": {}}}]}',
-            'fal fixture file {path}: fixtures[0].match.route: must be "queue" or "run", got \'both\'',
+            "fal fixture file {path}: fixtures[0].match.route: "
+            'must be "queue", "run" or "realtime", got \'both\'',
         ),
         (
             '{"fixtures": ["oops"]}',

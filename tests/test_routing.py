@@ -203,12 +203,6 @@ def test_unroutable_paths_are_404(fal_mock, path):
     assert fal_mock.requests[-1].route is None or fal_mock.requests[-1].route == "queue.submit"
 
 
-def test_realtime_token_is_501(fal_mock):
-    res = http("POST", f"{fal_mock.url}/rest/tokens/", {"allowed_apps": ["flux"], "token_expiration": 120})
-    assert res.status == 501
-    assert res.json == {"detail": "realtime is not supported by fal_mock"}
-
-
 def test_cors_preflight_on_any_route(fal_mock):
     for path in ("/fal/fal-ai/flux/dev", "/fal/queue/x/requests/1/cancel", "/anything"):
         res = http("OPTIONS", fal_mock.base_url + path)

@@ -62,3 +62,8 @@ def test_the_virtual_time_calls_run(bench: ModuleType) -> None:
     calls = bench.virtual_time_calls(1)
     assert set(calls) == {"polls", "429", "timeout"}
     assert all(ms > 0 for ms in calls.values())
+
+
+def test_the_realtime_section_runs(bench: ModuleType) -> None:
+    assert bench.realtime_loop(0.05) > 0
+    assert bench.realtime_loop(0.05, connections=2) > 0

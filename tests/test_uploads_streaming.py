@@ -1,4 +1,5 @@
-"""Uploads, streaming and realtime with the real ``fal_client`` (sync API; async twins elsewhere)."""
+"""Uploads and streaming with the real ``fal_client`` (sync API; async twins elsewhere; realtime in
+test_realtime.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from typing import Any, Callable
 import fal_client
 import httpx
 import pytest
-from fal_client import FalClientHTTPError
 
 from pytest_falmock import FalMock, Upload
 
@@ -167,25 +167,3 @@ def test_stream_without_a_fixture_surfaces_as_an_sse_error(fal_mock: FalMock) ->
     with pytest.raises(httpx.TransportError, match="text/event-stream"):
         list(fal_client.stream("fal-ai/any-llm", {}))
     assert [r.status_code for r in fal_mock.requests] == [404]
-
-
-# -- realtime ---------------------------------------------------------------------------------
-def test_realtime_is_refused_with_501(fal_mock: FalMock) -> None:
-    with pytest.raises(FalClientHTTPError) as excinfo, fal_client.realtime("fal-ai/fast-lcm"):
-        pass  # pragma: no cover - the token request fails first
-
-    assert (excinfo.value.status_code, excinfo.value.message) == (
-        501,
-        "realtime is not supported by fal_mock",
-    )
-    (request,) = fal_mock.requests
-    assert (request.method, request.path, request.route) == ("POST", "/fal/rest/tokens/", "realtime.token")
-    assert request.input is None
-    assert json.loads(request.body) == {"allowed_apps": ["fast-lcm"], "token_expiration": 120}
-
-
-def test_realtime_token_wire_answer(fal_mock: FalMock, call: Http) -> None:
-    reply = call("POST", fal_mock.url + "/rest/tokens/", {"allowed_apps": ["x"], "token_expiration": 120})
-
-    assert (reply.status, reply.json) == (501, {"detail": "realtime is not supported by fal_mock"})
-    assert reply.headers["Content-Type"] == "application/json"

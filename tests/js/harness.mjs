@@ -1,9 +1,13 @@
 // Setup shared by the scripts that drive the real @fal-ai/client against the mock
-// (run_scenario.mjs, standalone.mjs): arguments, the network guard and fal.config().
+// (run_scenario.mjs, standalone.mjs): arguments, the network guard, fal.config() and the
+// WebSocket shim for fal.realtime.
 import { fal, withMiddleware, withProxy } from "@fal-ai/client";
+import WebSocket from "ws";
 
 // Every HTTP request the process made (method + URL), in order.
 export const fetches = [];
+// Every WebSocket the process opened (the URL the client asked for), in order.
+export const sockets = [];
 
 // The positional arguments; prints `usage` and exits 2 when one of the first `required` is missing.
 export function parseArgs(usage, required) {
@@ -27,6 +31,21 @@ export function configure(proxy, middleware = "proxy") {
       throw new Error(`network guard: refused ${method} ${url} (only 127.0.0.1 is allowed)`);
     }
     return realFetch(input, init);
+  };
+
+  // -- WebSockets: Node 20 has no global WebSocket, and fal.realtime.connect() opens
+  // wss://fal.run/... directly (no middleware): the `ws` package, pointed at the mock
+  // (the README's recipe, plus the guard).
+  const mockRun = proxy.replace(/^http/, "ws") + "/run/";
+  globalThis.WebSocket = class extends WebSocket {
+    constructor(url, protocols) {
+      const target = String(url).replace(/^wss:\/\/fal\.run\//, mockRun);
+      sockets.push(String(url));
+      if (new URL(target).hostname !== "127.0.0.1") {
+        throw new Error(`network guard: refused WebSocket ${url} (only 127.0.0.1 is allowed)`);
+      }
+      super(target, protocols);
+    }
   };
 
   // -- the configuration under test (copied into the README) ---------------------------------

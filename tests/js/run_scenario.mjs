@@ -10,7 +10,7 @@ import { createHash, randomBytes } from "node:crypto";
 
 import { ApiError, fal, ValidationError } from "@fal-ai/client";
 
-import { configure, fetches, parseArgs } from "./harness.mjs";
+import { configure, fetches, parseArgs, sockets } from "./harness.mjs";
 
 const [scenarioName, PROXY, middleware = "proxy"] = parseArgs(
   "node run_scenario.mjs <scenario> <proxy url> [proxy|manual]",
@@ -249,7 +249,62 @@ const scenarios = {
   async unmatched() {
     return await caught(fal.run("fal-ai/unknown-model", { input: { prompt: "?" } }));
   },
+
+  // fal.realtime.connect: token through the proxy, then the WebSocket (through the shim), one
+  // message at a time (the client keeps only the last message sent while connecting)
+  async realtime() {
+    return await realtimeSession("fal-ai/fast-lcm-diffusion", ["a cat", "a dog", "a fox"]);
+  },
+
+  // an x-fal-error answer (on_realtime_error): onError with an ApiError
+  async realtime_error() {
+    return await realtimeSession("fal-ai/broken", ["a cat"]);
+  },
+
+  // a model without a realtime fixture: x-fal-error, then the mock closes the connection (1008)
+  async realtime_unmatched() {
+    return await realtimeSession("fal-ai/unknown-model", ["a cat"], 2);
+  },
 };
+
+// Sends each prompt once the previous one got an answer (a result or an error), then closes
+// after `settle` answers. Answers after that (the client reports its own close as an error)
+// are listed apart, as `late`.
+function realtimeSession(app, prompts, settle = prompts.length) {
+  const results = [];
+  const errors = [];
+  const late = [];
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const timer = setTimeout(() => {
+      connection.close();
+      reject(new Error(`realtime: no answer in 10 s after ${JSON.stringify({ results, errors })}`));
+    }, 10000);
+    const answered = () => {
+      const next = results.length + errors.length;
+      if (next < prompts.length) {
+        connection.send({ prompt: prompts[next], seed: 1 });
+      } else if (next >= settle) {
+        done = true;
+        clearTimeout(timer);
+        connection.close();
+        setTimeout(() => resolve({ results, errors, late, sockets }), 100); // let the close land
+      }
+    };
+    const connection = fal.realtime.connect(app, {
+      throttleInterval: 0,
+      onResult: (result) => {
+        (done ? late : results).push(result);
+        if (!done) answered();
+      },
+      onError: (error) => {
+        (done ? late : errors).push(describeError(error));
+        if (!done) answered();
+      },
+    });
+    connection.send({ prompt: prompts[0], seed: 1 });
+  });
+}
 
 const scenario = scenarios[scenarioName];
 if (!scenario) {
@@ -259,8 +314,10 @@ if (!scenario) {
 
 try {
   const result = await scenario();
-  process.stdout.write(JSON.stringify({ ok: true, result, fetches }) + "\n");
+  process.stdout.write(JSON.stringify({ ok: true, result, fetches, sockets }) + "\n");
 } catch (err) {
-  process.stdout.write(JSON.stringify({ ok: false, error: describeError(err), stack: err?.stack, fetches }) + "\n");
+  process.stdout.write(
+    JSON.stringify({ ok: false, error: describeError(err), stack: err?.stack, fetches, sockets }) + "\n",
+  );
   process.exitCode = 1;
 }
