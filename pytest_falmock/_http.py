@@ -43,6 +43,7 @@ from ._http_wire import (
     Folded,
     HttpRequest,
     HttpResponse,
+    HttpUpgrade,
     ProtocolError,
     header_lines,
     http_date,
@@ -338,7 +339,7 @@ class _Connection:
                     upgrade.refuse(self.sock)  # not a valid WebSocket handshake: never routed
                     return
                 response = responder.respond(request)
-                if response.upgrade is not None:
+                if isinstance(response, HttpUpgrade):
                     if upgrade is None:  # pragma: no cover - routing upgrades only what asks for it
                         raise ProtocolError(400, "Only an Upgrade: websocket request can become a WebSocket")
                     # The WebSocket takes this connection (socket, thread, table entry) over for

@@ -56,10 +56,9 @@ class HttpResponse:
     ``head`` holds complete header lines (``"Name: value\r\n"`` each); the server adds the
     status line, ``Date``, the framing (``Content-Length`` or chunking) and ``Connection``.
     A ``stream`` with a ``length`` (a served file) is sent with ``Content-Length``, not chunked.
-    ``upgrade`` (with status 101) takes the connection over as a WebSocket (:mod:`._websocket`).
     """
 
-    __slots__ = ("body", "close", "head", "length", "status", "stream", "upgrade")
+    __slots__ = ("body", "close", "head", "length", "status", "stream")
 
     def __init__(
         self,
@@ -69,7 +68,6 @@ class HttpResponse:
         stream: Optional[Iterator[bytes]] = None,
         close: bool = False,
         length: Optional[int] = None,
-        upgrade: Optional[WebSocketApp] = None,
     ) -> None:
         self.status = status
         self.head = head
@@ -77,7 +75,16 @@ class HttpResponse:
         self.stream = stream
         self.close = close
         self.length = length
-        self.upgrade = upgrade
+
+
+class HttpUpgrade(HttpResponse):
+    """A 101 answer: the connection becomes a WebSocket served by ``app`` (:mod:`._websocket`)."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, head: str, app: WebSocketApp) -> None:
+        super().__init__(101, head)
+        self.app = app
 
 
 def header_lines(headers: Iterable[tuple[str, str]]) -> str:

@@ -32,7 +32,7 @@ from ._blob import Blob, BytesBlob
 from ._constants import CDN_HOSTS, QUEUE_HOSTS, REST_HOSTS, RUN_HOSTS
 from ._headers import FRAMING_HEADERS, Headers
 from ._http import FastServer
-from ._http_wire import HttpRequest, HttpResponse, header_lines
+from ._http_wire import HttpRequest, HttpResponse, HttpUpgrade, header_lines
 from ._reply import JSON, Reply
 from ._routing import ROUTES, Operation, Route, RouteError
 from ._settings import DEFAULT_MAX_BODY
@@ -208,7 +208,7 @@ class FalMockServer(HTTPServerBase):
     def _render(self, reply: Reply, close: bool = False) -> HttpResponse:
         extra = reply.headers
         if reply.websocket is not None:  # the 101 itself is written by _websocket
-            return HttpResponse(101, header_lines(extra.items()), upgrade=reply.websocket)
+            return HttpUpgrade(header_lines(extra.items()), reply.websocket)
         if reply.events is None and reply.raw is None:
             body = encode(reply.body)
             if not extra:

@@ -39,7 +39,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from ._http_wire import HttpRequest, HttpResponse, wants_websocket
+from ._http_wire import HttpRequest, HttpUpgrade, wants_websocket
 from ._reply import Message, Outgoing, WebSocketApp
 
 RECV_SIZE = 65536
@@ -84,9 +84,8 @@ class Handshake:
         self.protocol.send_response(self.response)
         sock.sendall(b"".join(self.protocol.data_to_send()))
 
-    def serve(self, sock: socket.socket, buffered: bytes, answer: HttpResponse, live: LiveWebSockets) -> None:
-        """Send the 101 (with ``answer``'s headers) and serve ``answer.upgrade`` until the end."""
-        assert answer.upgrade is not None
+    def serve(self, sock: socket.socket, buffered: bytes, answer: HttpUpgrade, live: LiveWebSockets) -> None:
+        """Send the 101 (with ``answer``'s headers) and serve ``answer.app`` until the end."""
         for line in answer.head.split("\r\n"):
             name, _, value = line.partition(": ")
             if name and name not in self.response.headers:
@@ -96,7 +95,7 @@ class Handshake:
         # The handshake protocol waited for a request it never parsed (routing did): frames go
         # through a protocol created open, with no extension negotiated.
         framing = ServerProtocol(state=State.OPEN, max_size=self.max_size, logger=LOGGER)
-        connection = WebSocketConnection(sock, framing, answer.upgrade, self.max_size)
+        connection = WebSocketConnection(sock, framing, answer.app, self.max_size)
         live.add(connection)
         try:
             connection.run(head, buffered)
