@@ -124,6 +124,7 @@ def werkzeug_server() -> Iterator[int]:
             pass
 
     server = make_server("127.0.0.1", 0, bare_werkzeug_app, threaded=True, request_handler=Quiet)
+    server.daemon_threads = False  # so server_close() joins the request threads: none outlives this
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
