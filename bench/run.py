@@ -20,6 +20,9 @@
    ``--vt-tests`` ``polls=3`` subscribe tests, run by pytest with and without virtual time;
 8. realtime round trips/s (send a message, receive its msgpack result) through the real
    ``fal_client.realtime``, on one connection and on 8 at once.
+9. the safety net: what the guard's hooks add to a fixture-less test (in one session, and
+   end to end: guard on vs ``fal_guard = false``, the plugin vs ``-p no:falmock``), how fast a
+   guarded ``fal_client`` call fails, and what the ``pytest_falmock.pth`` start-up hook costs.
 
 Only npm's registry is contacted (step 5); every server listens on 127.0.0.1 and every
 subprocess is stopped before the script exits. Throughput figures are the best of
@@ -259,10 +262,10 @@ def fal_client_loop(duration: float) -> Optional[float]:
         import fal_client
     except ImportError:
         return None
-    from pytest_falmock._client_patch import FalClientPatch
+    from pytest_falmock._clients import ClientRedirect
 
     with in_process_mock() as mock:
-        patch = FalClientPatch(mock.base_url)
+        patch = ClientRedirect.for_test(mock.base_url)
         patch.apply()
         try:
             for _ in range(50):
@@ -286,7 +289,7 @@ def virtual_time_calls(repeats: int) -> Optional[dict[str, float]]:
         import fal_client
     except ImportError:
         return None
-    from pytest_falmock._client_patch import FalClientPatch
+    from pytest_falmock._clients import ClientRedirect
     from pytest_falmock._jobs import QueueConfig
 
     def polls_and_latency(mock: FalMock) -> None:
@@ -314,7 +317,7 @@ def virtual_time_calls(repeats: int) -> Optional[dict[str, float]]:
         for attempt in range(repeats + 1):  # the first round warms the client up
             for name, target in targets.items():
                 mock.reset()
-                patch = FalClientPatch(mock.base_url, mock.clock)
+                patch = ClientRedirect.for_test(mock.base_url, mock.clock)
                 patch.apply()
                 try:
                     start = time.perf_counter()
@@ -490,11 +493,11 @@ def upload_seconds(mib: int) -> Optional[float]:
         import fal_client
     except ImportError:
         return None
-    from pytest_falmock._client_patch import FalClientPatch
+    from pytest_falmock._clients import ClientRedirect
 
     data = (os.urandom((1 << 20) + 13) * (mib + 1))[: mib << 20]
     with in_process_mock() as mock:
-        patch = FalClientPatch(mock.base_url)
+        patch = ClientRedirect.for_test(mock.base_url)
         patch.apply()
         try:
             started = time.perf_counter()
@@ -502,6 +505,213 @@ def upload_seconds(mib: int) -> Optional[float]:
             return time.perf_counter() - started
         finally:
             patch.undo()
+
+
+# -- 9. the safety net -------------------------------------------------------------------------------
+GUARDED_FILE = """\
+import fal_client  # noqa: F401  (imported, so the guard is armed)
+
+{tests}
+"""
+
+
+def _child_cpu(command: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """CPU seconds (user + system) a child process used: steadier than wall time on a busy machine."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), result
+
+
+def guard_overhead(count: int, rounds: int) -> tuple[float, float, float]:
+    """Per fixture-less test, in CPU ms: (what the guard adds: ``fal_guard`` on vs off, what the
+    whole plugin adds vs ``-p no:falmock``, the cost of such a test with the guard on).
+
+    Each variant runs a file of ``count`` tests and one of ``count // 5``; the per-test cost is
+    the slope between the two (start-up and imports cancel out), best of ``rounds``.
+    """
+    small = max(count // 5, 1)
+    with tempfile.TemporaryDirectory(prefix="falmock-bench-") as tmp:
+        root = Path(tmp)
+        (root / "pytest.ini").write_text("[pytest]\n")
+        for n in (small, count):
+            (root / f"test_{n}.py").write_text(
+                GUARDED_FILE.format(tests="\n".join(f"def test_{i}():\n    pass\n" for i in range(n)))
+            )
+        variants = {"on": [], "off": ["-o", "fal_guard=false"], "no plugin": ["-p", "no:falmock"]}
+        best: dict[tuple[str, int], float] = {}
+        for _ in range(max(rounds, 5)):
+            for name, extra in variants.items():
+                for n in (small, count):
+                    command = [
+                        sys.executable,
+                        "-m",
+                        "pytest",
+                        "-q",
+                        "-p",
+                        "no:randomly",
+                        "-p",
+                        "no:cacheprovider",
+                    ]
+                    command += ["-p", "no:xdist", "-p", "no:asyncio", "-p", "no:hypothesispytest", *extra]
+                    cpu, result = _child_cpu([*command, f"test_{n}.py"], root)
+                    if result.returncode != 0 or f"{n} passed" not in result.stdout:
+                        raise RuntimeError(
+                            f"pytest ({name}) failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+                        )
+                    best[name, n] = min(best.get((name, n), cpu), cpu)
+
+    def per_test(name: str) -> float:
+        return (best[name, count] - best[name, small]) / (count - small) * 1000
+
+    return per_test("on") - per_test("off"), per_test("on") - per_test("no plugin"), per_test("on")
+
+
+def guard_hook_cost(count: int = 200, calls: int = 2000, rounds: int = 30) -> float:
+    """µs the plugin's per-test hooks cost a fixture-less test, measured in one pytest session:
+    three ``pytest_runtest_makereport`` calls (setup, call, teardown) with the plugin's wrapper
+    minus the same without the plugin, plus its ``pytest_collection_modifyitems`` per item."""
+    import pytest
+    from _pytest.runner import CallInfo
+
+    from pytest_falmock import plugin as falmock
+
+    measured: dict[str, float] = {}
+
+    def best(fn: Callable[[], None], number: int, repeat: int = 5) -> float:
+        samples = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            samples.append((time.perf_counter() - start) / number)
+        return min(samples)
+
+    class Probe:
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_runtestloop(self, session: pytest.Session) -> bool:
+            item = session.items[0]
+            call = CallInfo.from_call(lambda: None, "call")
+            manager = session.config.pluginmanager
+            plugin = manager.get_plugin("falmock")
+            if plugin is None or session.config.stash.get(falmock.GUARD_KEY, None) is None:
+                raise RuntimeError("the plugin or its guard is not active")
+            with_hook = manager.hook.pytest_runtest_makereport
+            without_hook = manager.subset_hook_caller("pytest_runtest_makereport", remove_plugins=[plugin])
+            with_plugin = without = float("inf")
+            for _ in range(rounds):  # interleaved, best of each: a busy neighbour hurts both alike
+                with_plugin = min(with_plugin, best(lambda: with_hook(item=item, call=call), calls, 1))
+                without = min(without, best(lambda: without_hook(item=item, call=call), calls, 1))
+            items = list(session.items)
+            modify = best(lambda: falmock.pytest_collection_modifyitems(session.config, items), 50) / len(
+                items
+            )
+            measured["us"] = (3 * (with_plugin - without) + modify) * 1e6
+            return True
+
+    with tempfile.TemporaryDirectory(prefix="falmock-bench-") as tmp:
+        root = Path(tmp)
+        (root / "pytest.ini").write_text("[pytest]\n")
+        test_file = root / "test_plain.py"
+        test_file.write_text(
+            GUARDED_FILE.format(tests="\n".join(f"def test_{i}():\n    pass\n" for i in range(count)))
+        )
+        args = ["-q", "-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:asyncio"]
+        code = pytest.main(
+            [*args, "--rootdir", str(root), "-c", str(root / "pytest.ini"), str(test_file)], plugins=[Probe()]
+        )
+        if "us" not in measured:
+            raise RuntimeError(f"the hook probe did not run (pytest exit code {code})")
+    return measured["us"]
+
+
+def guard_fail_fast(calls: int = 50) -> Optional[tuple[float, float, float]]:
+    """Median ms for a refused ``fal_client.run``, ``run_async`` and ``subscribe`` (None without it)."""
+    try:
+        import fal_client
+    except ImportError:
+        return None
+    import asyncio
+
+    from pytest_falmock._clients._guard import Guard
+
+    def refused() -> None:
+        raise RuntimeError("the guard let a call through")
+
+    def timed(call: Callable[[], Any]) -> float:
+        samples = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            try:
+                call()
+            except fal_client.FalClientHTTPError:
+                samples.append((time.perf_counter() - start) * 1000)
+            else:
+                refused()
+        return statistics.median(samples)
+
+    async def timed_async() -> float:
+        client = fal_client.AsyncClient()
+        samples = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            try:
+                await client.run(MODEL, {"prompt": "a cat"})
+            except fal_client.FalClientHTTPError:
+                samples.append((time.perf_counter() - start) * 1000)
+            else:
+                refused()
+        return statistics.median(samples)
+
+    guard = Guard()
+    guard.arm()
+    try:
+        return (
+            timed(lambda: fal_client.run(MODEL, {"prompt": "a cat"})),
+            asyncio.run(timed_async()),
+            timed(lambda: fal_client.subscribe(MODEL, {"prompt": "a cat"})),
+        )
+    finally:
+        guard.disarm()
+
+
+def pth_cost(starts: int = 20) -> tuple[float, Optional[float]]:
+    """(µs the installed ``pytest_falmock.pth`` costs an interpreter start with ``FAL_MOCK_URL``
+    unset, measured as ``site`` runs it; ms an interpreter start costs with it set, or None if
+    the hook is not installed)."""
+    import site
+    import sysconfig
+    import timeit
+
+    sitedir = sysconfig.get_paths()["purelib"]
+    if not (Path(sitedir) / "pytest_falmock.pth").is_file():
+        return float("nan"), None
+    saved = os.environ.pop("FAL_MOCK_URL", None)
+    try:
+        number = 2000
+        seconds = min(
+            timeit.repeat(
+                lambda: site.addpackage(sitedir, "pytest_falmock.pth", set()), number=number, repeat=5
+            )
+        )
+    finally:
+        if saved is not None:
+            os.environ["FAL_MOCK_URL"] = saved
+    unset = {k: v for k, v in os.environ.items() if k != "FAL_MOCK_URL"}
+    with_url = {**unset, "FAL_MOCK_URL": "http://127.0.0.1:4005/fal"}
+
+    def start(env: dict[str, str]) -> float:
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
+        return time.perf_counter() - began
+
+    plain, hooked = [], []
+    for _ in range(starts):
+        plain.append(start(unset))
+        hooked.append(start(with_url))
+    return seconds / number * 1e6, (min(hooked) - min(plain)) * 1000
 
 
 # -- the table -------------------------------------------------------------------------------------
@@ -539,12 +749,12 @@ def realtime_loop(duration: float, connections: int = 1) -> Optional[float]:
         import fal_client
     except ImportError:
         return None
-    from pytest_falmock._client_patch import FalClientPatch
+    from pytest_falmock._clients import ClientRedirect
 
     counts = [0] * connections
     with FalMock() as mock:
         mock.on_realtime("fal-ai/fast-lcm-diffusion", {"images": [{"url": "https://example.com/0.jpeg"}]})
-        patch = FalClientPatch(mock.base_url)
+        patch = ClientRedirect.for_test(mock.base_url)
         patch.apply()
         barrier = threading.Barrier(connections + 1)
 
@@ -584,8 +794,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--no-aimock", action="store_true", help="skip the aimock comparison")
     parser.add_argument(
         "--sections",
-        default="1,2,3,4,5,6,7,8",
-        help="comma-separated sections to run (default all: 1,2,3,4,5,6,7,8)",
+        default="1,2,3,4,5,6,7,8,9",
+        help="comma-separated sections to run (default all: 1,2,3,4,5,6,7,8,9)",
     )
     parser.add_argument(
         "--cache",
@@ -690,6 +900,34 @@ def main(argv: Optional[list[str]] = None) -> int:
                 + ("s" if connections > 1 else ""),
                 f"{rate:,.0f}" if rate else "skipped (fal_client not installed)",
             )
+
+    if "9" in sections:
+        row(
+            "9. guard hooks per fixture-less test (in-process, plugin vs none)", f"{guard_hook_cost():.2f} µs"
+        )
+        tests = max(args.tests, 2000)
+        guard, plugin, per_test = guard_overhead(tests, args.rounds)
+        row(
+            f"9. guard cost per fixture-less test (CPU, {tests} vs {tests // 5} tests, fal_guard on vs off)",
+            f"{guard:+.3f} ms (plugin vs -p no:falmock: {plugin:+.3f} ms; such a test: {per_test:.3f} ms)",
+        )
+        fast = guard_fail_fast()
+        row(
+            "9. a refused call fails in (median): run / run_async / subscribe",
+            "skipped (fal_client not installed)"
+            if fast is None
+            else " / ".join(f"{ms:.2f} ms" for ms in fast),
+        )
+        unset_us, set_ms = pth_cost()
+        row(
+            "9. pytest_falmock.pth per interpreter start: FAL_MOCK_URL unset / set",
+            f"{unset_us:.1f} µs / "
+            + (
+                "not installed"
+                if set_ms is None
+                else f"{set_ms:+.1f} ms (hook only; clients patched on import)"
+            ),
+        )
 
     print(f"\nMachine: {machine()}")
     print(f"Throughput: best of {args.rounds} interleaved runs of {args.duration:g} s each.\n")

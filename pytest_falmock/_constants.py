@@ -23,8 +23,11 @@ ERROR_TYPE_HEADER: Final = "x-fal-error-type"
 TARGET_URL_HEADER: Final = "x-fal-target-url"
 TARGET_HOST_HEADER: Final = "x-fal-target-host"
 
-#: The dummy key the plugin puts in ``FAL_KEY`` while a test runs.
-DUMMY_FAL_KEY: Final = "falmock-dummy-key"
+#: The dummy key the plugin puts in ``FAL_KEY`` while a test runs, in the ``<key_id>:<key_secret>``
+#: form the ``fal`` package's auth insists on (``fal_client`` takes any string).
+DUMMY_FAL_KEY_ID: Final = "falmock-dummy-id"
+DUMMY_FAL_KEY_SECRET: Final = "falmock-dummy-secret"
+DUMMY_FAL_KEY: Final = f"{DUMMY_FAL_KEY_ID}:{DUMMY_FAL_KEY_SECRET}"
 
 #: Endpoint-id namespaces that take one extra path segment (``workflows/owner/app``).
 NAMESPACES: Final = frozenset({"workflows", "comfy"})

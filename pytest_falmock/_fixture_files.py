@@ -28,7 +28,7 @@ from typing import Any, Mapping, Optional
 from ._files import RecordedMedia
 from ._payloads import constant
 from ._realtime import realtime_answer, realtime_error
-from ._stubs import OptionError, RenderContext, Renderer, Stub, make_stub
+from ._stubs import OptionError, RenderContext, Renderer, Stub, make_stub, model_id_problem
 from ._urls import file_url
 
 MATCH_KEYS = {"model", "model_regex", "endpoint", "input", "route"}
@@ -119,6 +119,9 @@ def parse_entry(entry: Any, where: str, base: Optional[Path] = None) -> Stub:
         model = match["model"]
         if not isinstance(model, str) or not model:
             raise _fail(f"{where}.match.model", f"expected a non-empty string, got {model!r}")
+        problem = model_id_problem(model)
+        if problem is not None:
+            raise _fail(f"{where}.match.model", problem)
     else:
         pattern = match["model_regex"]
         if not isinstance(pattern, str):

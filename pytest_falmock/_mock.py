@@ -11,10 +11,12 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Sequence, Type, TypedDict, Union
 
 from ._blob import BytesBlob
+from ._clients._startup import child_environment
 from ._clock import Clock, check_seconds
 from ._control import Control
 from ._diagnostics import calls_message, handler_errors_message, unmatched_message
 from ._engine import Engine, RequestListener, Upstream
+from ._errors import FalMockUsageError
 from ._files import FileEntry, new_file_id, safe_name
 from ._fixture_files import load_path, parse_document
 from ._jobs import QueueConfig
@@ -66,8 +68,10 @@ class ErrorOptions(_Matching, total=False):
     route: Optional[OnlyKind]
 
 
-class StubOptions(StreamOptions, ErrorOptions, total=False):
+class StubOptions(StreamOptions, total=False):
     """Keywords of ``on_queue``, ``on_run``, ``on_image``, ``on_video`` and ``on_audio`` (see the README)."""
+
+    route: Optional[OnlyKind]
 
 
 def _caller() -> str:
@@ -181,6 +185,13 @@ class FalMock:
         instead of ``https://rest.fal.ai/.well-known/jwks.json``."""
         return jwks_url(self.base_url)
 
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment variables that send a child process's fal calls to this mock:
+        ``FAL_MOCK_URL``, a dummy ``FAL_KEY`` and ``NO_PROXY`` (use with
+        ``env={**os.environ, **fal_mock.env}``; needs pytest-falmock in the child's environment)."""
+        return child_environment(self.url)
+
     def __repr__(self) -> str:
         state = self.url if self.is_running() else "stopped"
         return f"<FalMock {state}>"
@@ -192,14 +203,19 @@ class FalMock:
         return self._settings
 
     def configure(self, **changes: Any) -> None:
-        """Override settings until the next :meth:`reset`: the ``@pytest.mark.fal_mock`` keywords
-        and ``queue=`` (a ``QueueConfig``)."""
+        """Override settings until the next :meth:`reset`: the ``@pytest.mark.fal_mock`` keywords,
+        ``queue=`` (a ``QueueConfig``) and ``test_stubs=`` (the fixture opens each test with it)."""
         queue = changes.pop("queue", None)
+        test_stubs = changes.pop("test_stubs", None)
         overrides = marker_overrides("fal_mock.configure()", (), changes)
         if queue is not None:
             if not isinstance(queue, QueueConfig):
                 raise TypeError(f"fal_mock.configure(): queue must be a QueueConfig, got {queue!r}")
             overrides["queue"] = queue
+        if test_stubs is not None:
+            if not isinstance(test_stubs, bool):
+                raise TypeError(f"fal_mock.configure(): test_stubs must be True or False, got {test_stubs!r}")
+            overrides["test_stubs"] = test_stubs
         self._settings = self._settings.override(**overrides)
 
     # -- time ---------------------------------------------------------------------------
@@ -246,6 +262,14 @@ class FalMock:
         socket: Optional[SocketAnswer] = None,
     ) -> None:
         where = f"fal_mock.{helper}()"
+        if not self._settings.test_stubs:
+            raise FalMockUsageError(
+                f"{where} was called outside a test, so its response would vanish at the next "
+                "test's reset. For responses every test shares, use "
+                'fal_mock_server.add_fixture_document({"fixtures": [...]}) or '
+                "fal_mock_server.load_fixtures(path) (or --fal-fixtures); for one test, call "
+                f"{helper}() inside a test that uses the fal_mock fixture."
+            )
         allowed = StubOptions.__optional_keys__ if events is None else StreamOptions.__optional_keys__
         unknown = sorted(set(options) - allowed)
         if unknown:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Optional, Union, get_args
+from typing import Any, Literal, Mapping, Optional, Union, cast, get_args
 from urllib.parse import parse_qsl, urlsplit
 
 from ._blob import Blob, BytesBlob
@@ -264,7 +264,7 @@ def parse(
     if len(segments) >= 2 and segments[0] == "queue" and segments[1] == "submit":
         return _submit(segments[2:], req)
     if segments and segments[0] in SERVICES:
-        return _dispatch(segments[0], segments[1:], req)
+        return _dispatch(cast(Service, segments[0]), segments[1:], req)
     services = ", ".join(f"{PREFIX}/{service}/..." for service in SERVICES)
     raise _detail(
         404,

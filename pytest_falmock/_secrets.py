@@ -29,7 +29,7 @@ class Credentials:
             return cls(key, secret_parts(key))
         key_id = environ.get("FAL_KEY_ID", "").strip()
         key_secret = environ.get("FAL_KEY_SECRET", "").strip()
-        if key_id and key_secret:
+        if key_id and key_secret and f"{key_id}:{key_secret}" != DUMMY_FAL_KEY:
             return cls(f"{key_id}:{key_secret}", secret_parts(f"{key_id}:{key_secret}"))
         return cls()
 

@@ -77,6 +77,10 @@ class Settings:
     #: The patched clients' waits and run/stream latency advance the mock's clock instead of
     #: waiting (``_virtual_time.py``); False waits on the wall clock.
     virtual_time: bool = True
+    #: The ``on_*`` helpers may register per-test stubs now. The plugin's session mock is
+    #: created with False and every ``fal_mock`` test switches it on, so a stub registered
+    #: outside a test fails at once instead of vanishing at the next reset.
+    test_stubs: bool = True
     #: Record & replay.
     record: RecordSettings = field(default_factory=RecordSettings)
     #: Most queue jobs kept (the oldest finished are evicted first).
@@ -98,8 +102,8 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-#: The fields a test may override (markers, ``fal_mock.queue()``).
-PER_TEST = ("queue", *MARKER_KEYWORDS)
+#: The fields a test may override (markers, ``fal_mock.queue()``, the fixture).
+PER_TEST = ("queue", "test_stubs", *MARKER_KEYWORDS)
 
 
 def _keywords_only(

@@ -10,7 +10,9 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping, Optional, Pattern, Sequence, Union
+from urllib.parse import urlsplit
 
+from ._constants import CDN_HOSTS, QUEUE_HOSTS, REST_HOSTS, RUN_HOSTS
 from ._files import RecordedMedia
 from ._headers import HeaderError, stub_headers
 
@@ -24,6 +26,7 @@ SocketProtocol = Literal["realtime", "websocket"]
 _SOCKET_KINDS = ("connection", "realtime", "websocket")
 ModelSpec = Union[str, Pattern[str]]
 InputMatcher = Union[Mapping[str, Any], Callable[[Any], bool], None]
+FAL_HOSTS = QUEUE_HOSTS | RUN_HOSTS | REST_HOSTS | CDN_HOSTS
 
 
 @dataclass(frozen=True)
@@ -233,10 +236,45 @@ def make_stub(
     )
 
 
+def model_id_problem(model: str) -> Optional[str]:
+    """Why ``model`` is not a fal endpoint id (``owner/alias[/path]``) and how to write it, or None.
+
+    Shared by the helpers and the fixture-file parser, so a typo fails where it is made
+    instead of as an unmatched request at teardown.
+    """
+    if not model:
+        return "model must not be empty (e.g. 'fal-ai/flux/dev')"
+    fixed = model.strip()
+    if any(ch.isspace() for ch in fixed):
+        return f"{model!r} is not a fal model id: it contains whitespace (ids look like 'fal-ai/flux/dev')"
+    host = ""
+    if "://" in fixed:
+        parts = urlsplit(fixed)
+        host, fixed = parts.netloc, parts.path
+    else:
+        first, _, rest = fixed.partition("/")
+        if first.lower() in FAL_HOSTS:
+            host, fixed = first, rest
+    fixed = "/".join(segment for segment in fixed.split("/") if segment)
+    if fixed == model:
+        return None
+    if host:
+        reason = f"it names the host {host}"
+    elif any(ch.isspace() for ch in model):
+        reason = "it contains whitespace"
+    elif model.startswith("/") or model.endswith("/"):
+        reason = "it starts or ends with '/'"
+    else:
+        reason = "it has an empty path segment ('//')"
+    fix = f"use {fixed!r}" if fixed else "name the model, e.g. 'fal-ai/flux/dev'"
+    return f"{model!r} is not a fal model id: {reason}; {fix}"
+
+
 def model_spec(model: object, where: str) -> ModelSpec:
     if isinstance(model, str):
-        if not model:
-            raise ValueError(f"{where}: model must not be empty")
+        problem = model_id_problem(model)
+        if problem is not None:
+            raise ValueError(f"{where}: {problem}")
         return model
     if isinstance(model, re.Pattern):
         return model

@@ -39,6 +39,12 @@ def proxy_url(base_url: str) -> str:
     return base_url + PREFIX
 
 
+def proxy_root(url: str) -> str:
+    """The server root behind a proxy base (``http://h:p/fal`` -> ``http://h:p``); a root is kept."""
+    url = url.rstrip("/")
+    return url[: -len(PREFIX)] if url.endswith(PREFIX) else url
+
+
 def service_url(base_url: str, service: Service) -> str:
     """``http://127.0.0.1:<port>/fal/<service>`` (no trailing slash)."""
     return f"{base_url}{PREFIX}/{service}"

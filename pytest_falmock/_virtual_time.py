@@ -26,7 +26,7 @@ import math
 import threading
 import weakref
 from types import ModuleType
-from typing import Any, Awaitable, Callable, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
 
 from ._clock import Clock
 
@@ -47,10 +47,12 @@ class PollerAbandoned(BaseException):
     """
 
 
-def missing_waits(module: ModuleType) -> list[str]:
-    """What ``module`` lacks for virtual time, as ``module.name`` strings (empty when nothing)."""
+def missing_waits(module: ModuleType, names: Sequence[str] = tuple(NEEDED)) -> list[str]:
+    """What ``module`` lacks for virtual time, as ``module.name`` strings (empty when nothing);
+    ``names`` are the modules of :data:`NEEDED` it uses (``fal.apps`` only sleeps: ``("time",)``)."""
     missing: list[str] = []
-    for name, attributes in NEEDED.items():
+    for name in names:
+        attributes = NEEDED[name]
         target = getattr(module, name, None)
         missing.extend(f"{name}.{attr}" for attr in attributes if not callable(getattr(target, attr, None)))
     return missing
@@ -179,12 +181,13 @@ class VirtualTime:
             weakref.WeakKeyDictionary()
         )
 
-    def replacements(self, module: ModuleType) -> dict[str, Any]:
-        """The names to set on ``module`` (check :func:`missing_waits` first)."""
-        return {
-            "time": _ModuleProxy(module.time, sleep=self.sleep),
-            "asyncio": _ModuleProxy(module.asyncio, sleep=self.async_sleep, wait_for=self.wait_for),
+    def replacements(self, module: ModuleType, names: Sequence[str] = tuple(NEEDED)) -> dict[str, Any]:
+        """The names to set on ``module`` (check :func:`missing_waits` with the same ``names`` first)."""
+        proxies: dict[str, Callable[[], Any]] = {
+            "time": lambda: _ModuleProxy(module.time, sleep=self.sleep),
+            "asyncio": lambda: _ModuleProxy(module.asyncio, sleep=self.async_sleep, wait_for=self.wait_for),
         }
+        return {name: proxies[name]() for name in names}
 
     def close(self) -> None:
         """Stop the pollers parked at a deadline (the patch is being undone)."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Union
 
 import pytest
 
-from ._client_patch import FalClientPatch
+from ._clients import ClientRedirect
+from ._clients._guard import Guard, refusal
+from ._coexist import spare_fal_mock
 from ._errors import FalMockUsageError, FalMockWarning
 from ._fixture_files import FixtureFileError, load_path
 from ._mock import FalMock
@@ -27,6 +29,10 @@ from ._stubs import Stub
 
 STUBS_KEY = pytest.StashKey[List[Stub]]()
 RECORD_KEY = pytest.StashKey[RecordSettings]()
+GUARD_KEY = pytest.StashKey[Guard]()
+SERVER_KEY = pytest.StashKey[FalMock]()
+#: Refused calls no test or collector could answer for (reported at the end of the run).
+LEFTOVER_KEY = pytest.StashKey[str]()
 #: xdist: the controller tells its workers whether the record target existed at session start.
 TARGET_EXISTED = "falmock_record_target_existed"
 
@@ -36,6 +42,8 @@ MARKERS = (
     "(virtual_time=False: fal_client's polls, retries and timeouts wait on the wall clock).",
     "fal_queue(polls=None, polls_before_in_progress=None, polls_before_completed=None): "
     "polling realism for fal queue jobs submitted in this test (switches on fal_mock).",
+    "fal_real: let this test call the real fal.ai (the fal_mock guard refuses fal calls made "
+    "outside tests that use fal_mock).",
 )
 
 
@@ -85,6 +93,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "next to the fixture file, so replays serve them offline; larger ones keep their URL, "
         "with a warning. Default 50MiB.",
     )
+    parser.addini(
+        "fal_guard",
+        type="bool",
+        default=True,
+        help="Refuse fal calls (fal_client, fal) made outside tests that use fal_mock (default true).",
+    )
 
 
 def fixture_paths(config: pytest.Config) -> list[Path]:
@@ -115,9 +129,89 @@ def _record_settings(config: pytest.Config) -> RecordSettings:
         raise pytest.UsageError(str(exc)) from None
 
 
+# -- the guard ----------------------------------------------------------------------------------
+def _arm_guard(config: pytest.Config) -> None:
+    if GUARD_KEY in config.stash or not config.getini("fal_guard"):
+        return
+    guard = config.stash[GUARD_KEY] = Guard()
+    guard.arm()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Arm the guard before the first conftest is imported (a fal call there is refused too)."""
+    _arm_guard(early_config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    guard = config.stash.get(GUARD_KEY, None)
+    if guard is not None:
+        guard.disarm()
+
+
+def _answer_for_guarded_calls(
+    config: pytest.Config, report: Union[pytest.TestReport, pytest.CollectReport]
+) -> None:
+    """Fail ``report`` with the guard's message if fal calls were refused while it was made."""
+    guard = config.stash.get(GUARD_KEY, None)
+    if guard is None or not guard.pending:
+        return
+    message = refusal(*guard.take())
+    if report.failed:
+        if message not in str(report.longrepr):
+            report.sections.append(("fal_mock guard", message))
+        return
+    report.outcome = "failed"
+    report.longrepr = message
+    if hasattr(report, "wasxfail"):
+        del report.wasxfail
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Iterator[None]:
+    outcome = yield
+    _answer_for_guarded_calls(item.config, outcome.get_result())  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    outcome = yield
+    _answer_for_guarded_calls(collector.config, outcome.get_result())  # type: ignore[attr-defined]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    guard = session.config.stash.get(GUARD_KEY, None)
+    if guard is not None and guard.pending:
+        session.config.stash[LEFTOVER_KEY] = refusal(*guard.take())
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    leftover = config.stash.get(LEFTOVER_KEY, None)
+    if leftover:
+        terminalreporter.write_sep("=", "fal_mock guard", red=True)
+        terminalreporter.write_line(f"outside any test: {leftover}")
+
+
+@pytest.fixture
+def _fal_real(request: pytest.FixtureRequest) -> Iterator[None]:
+    """``@pytest.mark.fal_real``: the guard steps aside for this test."""
+    guard = request.config.stash.get(GUARD_KEY, None)
+    if guard is None:
+        yield
+        return
+    guard.lift()
+    try:
+        yield
+    finally:
+        guard.arm()
+
+
+# -- configuration -----------------------------------------------------------------------------
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
+    _arm_guard(config)  # when the plugin was loaded too late for pytest_load_initial_conftests
     record = config.stash[RECORD_KEY] = _record_settings(config)
     if record.active and record.upstream is None and not record.credentials.key:
         config.issue_config_time_warning(
@@ -145,24 +239,38 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput[TARGET_EXISTED] = node.config.stash[RECORD_KEY].target_existed
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The markers alone switch the fixture on."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The markers alone switch the fixtures on; other HTTP mocks leave the fal mock alone."""
     for item in items:
-        if not isinstance(item, pytest.Function) or "fal_mock" in item.fixturenames:
+        if not isinstance(item, pytest.Function):
+            continue
+        if item.get_closest_marker("fal_real") and "_fal_real" not in item.fixturenames:
+            item.fixturenames.insert(0, "_fal_real")
+        if "fal_mock" in item.fixturenames:
             continue
         if item.get_closest_marker("fal_mock") or item.get_closest_marker("fal_queue"):
             item.fixturenames.append("fal_mock")
+
+    def is_fal_mock_url(url: Any) -> bool:
+        mock = config.stash.get(SERVER_KEY, None)
+        return mock is not None and f"{url.scheme}://{url.host}:{url.port}" == mock.base_url
+
+    spare_fal_mock(items, is_fal_mock_url)
 
 
 @pytest.fixture(scope="session")
 def fal_mock_server(pytestconfig: pytest.Config) -> Iterator[FalMock]:
     """The session's one mock server (per xdist worker), started on first use."""
-    settings = Settings(record=pytestconfig.stash[RECORD_KEY])
+    settings = Settings(record=pytestconfig.stash[RECORD_KEY], test_stubs=False)
     mock = FalMock(settings=settings, upstream=recorder_for(settings.record))
     stubs: list[Stub] = pytestconfig.stash[STUBS_KEY]
     mock.add_session_stubs(stubs)
     with mock:
-        yield mock
+        pytestconfig.stash[SERVER_KEY] = mock
+        try:
+            yield mock
+        finally:
+            del pytestconfig.stash[SERVER_KEY]
 
 
 def _marker_overrides(node: pytest.Item) -> dict[str, Any]:
@@ -189,14 +297,14 @@ def fal_mock(request: pytest.FixtureRequest, fal_mock_server: FalMock) -> Iterat
     if usage_error:
         pytest.fail(usage_error, pytrace=False)
     mock.reset()
-    mock.configure(**overrides)
-    patch = FalClientPatch(mock.base_url, mock.clock if mock.settings.virtual_time else None)
+    mock.configure(test_stubs=True, **overrides)
+    redirect = ClientRedirect.for_test(mock.base_url, mock.clock if mock.settings.virtual_time else None)
     if mock.settings.patch_client:
-        patch.apply()
+        redirect.apply()
     try:
         yield mock
     finally:
-        patch.undo()
+        redirect.undo()
     for note in mock.take_warnings():
         warnings.warn(FalMockWarning(note), stacklevel=1)
     for blocked in mock.blocked_webhooks():

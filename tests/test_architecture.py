@@ -43,7 +43,7 @@ def test_the_front_ends_use_no_private_attribute_of_the_core() -> None:
 
 
 def test_no_module_hard_codes_the_route_prefix() -> None:
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         if path.name != "_urls.py":
             assert '"/fal' not in path.read_text(encoding="utf-8"), path.name
 

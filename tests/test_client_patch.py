@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
+from pathlib import Path
 from typing import Iterator
 
 import fal_client
@@ -12,10 +14,14 @@ import pytest
 from inner_runs import QUIET
 
 from pytest_falmock import FalClientPatchError, FalMock
-from pytest_falmock._client_patch import CACHED, KEPT, FalClientPatch
+from pytest_falmock._clients import ClientRedirect
+from pytest_falmock._clients._fal_client import CACHED, KEPT
+from pytest_falmock._clients._imports import watch
+from pytest_falmock._clients._patches import no_proxy_value
 from pytest_falmock._constants import DUMMY_FAL_KEY
 
-#: What the constants were before any test ran (collection happens before every fixture).
+#: What the constants were before any test ran (collection happens before every fixture): the
+#: guard's, which this session applied when fal_client was imported.
 ORIGINAL = {
     name: getattr(fc, name)
     for name in (
@@ -192,6 +198,7 @@ def test_plugin_works_when_fal_client_is_not_importable(pytester: pytest.Pyteste
         """
         import sys
         sys.modules["fal_client"] = None  # import fal_client now raises ImportError
+        sys.modules["fal"] = None  # and so does import fal
         """
     )
     pytester.makepyfile(
@@ -209,17 +216,24 @@ def test_plugin_works_when_fal_client_is_not_importable(pytester: pytest.Pyteste
                 assert json.loads(resp.read()) == {"n": 1}
             with pytest.raises(ImportError):
                 import fal_client  # noqa: F401
+            with pytest.raises(ImportError):
+                import fal.apps  # noqa: F401
+
+        def test_and_the_guard_has_nothing_to_guard(pytestconfig):
+            from pytest_falmock.plugin import GUARD_KEY
+
+            assert not pytestconfig.stash[GUARD_KEY].running  # no client, no guard server
         """
     )
     result = pytester.runpytest_subprocess(*QUIET)
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)
 
 
 @pytest.mark.parametrize("missing", ["RUN_URL_FORMAT", "QUEUE_URL_FORMAT", "CDN_URL", "REST_URL"])
 def test_a_missing_constant_fails_loudly_and_names_it(monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
     monkeypatch.delattr(fc, missing)
     before = {name: getattr(fc, name) for name in ORIGINAL if name != missing}
-    patch = FalClientPatch("http://127.0.0.1:1")
+    patch = ClientRedirect.for_test("http://127.0.0.1:1")
 
     with pytest.raises(FalClientPatchError, match=missing) as excinfo:
         patch.apply()
@@ -250,7 +264,7 @@ def test_a_missing_constant_errors_the_test_at_setup(pytester: pytest.Pytester) 
 
 
 def test_patch_apply_and_undo_are_idempotent() -> None:
-    patch = FalClientPatch("http://127.0.0.1:1/")
+    patch = ClientRedirect.for_test("http://127.0.0.1:1/")
     assert patch.apply() is True
     assert patch.apply() is True
     assert fc.RUN_URL_FORMAT == "http://127.0.0.1:1/fal/run/"
@@ -301,13 +315,73 @@ def test_the_sync_clients_connection_is_kept_between_tests_of_one_mock(pytester:
 def test_a_client_kept_for_a_mock_that_is_gone_is_closed() -> None:
     with FalMock() as first, FalMock() as second:
         first.on_run("fal-ai/x", {"n": 1})
-        patch = FalClientPatch(first.base_url)
+        patch = ClientRedirect.for_test(first.base_url)
         patch.apply()
         assert fal_client.run("fal-ai/x", {}) == {"n": 1}
         kept = fal_client.sync_client.__dict__["_client"]
         patch.undo()
-        other = FalClientPatch(second.base_url)
+        other = ClientRedirect.for_test(second.base_url)
         other.apply()
         other.undo()
         assert kept.is_closed
         assert "_client" not in fal_client.sync_client.__dict__
+
+
+def test_the_session_guard_sits_below_every_test() -> None:
+    assert ORIGINAL["RUN_URL_FORMAT"].startswith("http://127.0.0.1:")  # not https://fal.run/
+    assert ORIGINAL["RUN_URL_FORMAT"].endswith("/fal/run/")
+
+
+def test_redirects_stack_and_may_be_undone_in_any_order() -> None:
+    below = ClientRedirect.for_test("http://127.0.0.1:1")
+    above = ClientRedirect.for_test("http://127.0.0.1:2")
+    assert below.apply()
+    assert above.apply()
+    assert fc.RUN_URL_FORMAT == "http://127.0.0.1:2/fal/run/"
+    assert above.patched == {"fal_client.client", "fal.apps"} or above.patched == {"fal_client.client"}
+
+    below.undo()  # out of order: the one above stays in force
+    assert fc.RUN_URL_FORMAT == "http://127.0.0.1:2/fal/run/"
+    assert (below.active, above.active) == (False, True)
+    above.undo()
+    assert {name: getattr(fc, name) for name in ORIGINAL} == ORIGINAL
+    assert os.environ.get("FAL_KEY") != DUMMY_FAL_KEY
+
+
+def test_credential_lookups_never_read_login_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAL_FORCE_AUTH_BY_USER", "1")  # would refresh a `fal auth login` token
+    assert fc.fetch_auth_credentials().header_value == f"Key {DUMMY_FAL_KEY}"  # the guard's answer
+
+
+def test_a_watched_module_is_handed_over_right_after_its_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "falmock_probe_module.py").write_text("VALUE = 41\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "falmock_probe_module", raising=False)
+    seen: list[tuple[str, int]] = []
+
+    def patch(name: str, module: object) -> None:
+        seen.append((name, module.VALUE))  # type: ignore[attr-defined]
+        module.VALUE += 1  # type: ignore[attr-defined]
+
+    watch(["falmock_probe_module"], patch)
+    import falmock_probe_module  # type: ignore[import-not-found]
+
+    assert seen == [("falmock_probe_module", 41)]
+    assert falmock_probe_module.VALUE == 42
+    assert type(falmock_probe_module.__loader__).__name__ == "SourceFileLoader"  # no wrapper left
+    assert falmock_probe_module.__spec__.loader is falmock_probe_module.__loader__
+    monkeypatch.delitem(sys.modules, "falmock_probe_module")
+
+
+@pytest.mark.parametrize(
+    ("current", "expected"),
+    [
+        ("", "127.0.0.1,localhost"),
+        ("internal.example", "internal.example,127.0.0.1,localhost"),
+        ("localhost, internal.example", "localhost, internal.example,127.0.0.1"),
+    ],
+)
+def test_no_proxy_keeps_what_is_there(current: str, expected: str) -> None:
+    assert no_proxy_value(current, ("127.0.0.1", "localhost", "127.0.0.1")) == expected

@@ -519,3 +519,50 @@ def test_recording_against_fal_without_a_key_warns(pytester, monkeypatch):
     )
     monkeypatch.setenv("FAL_KEY", "a-real-looking-key")
     assert "FalMockWarning" not in run(pytester, "--fal-record", "--fal-fixtures", "rec.json").stdout.str()
+
+
+def test_on_helpers_on_the_session_mock_outside_a_test_fail_at_once(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def shared(fal_mock_server):
+            fal_mock_server.on_run("fal-ai/whisper", {"text": "hi"})
+
+        @pytest.fixture(scope="session")
+        def shared_the_right_way(fal_mock_server):
+            fal_mock_server.add_fixture_document(
+                {"fixtures": [{"match": {"model": "fal-ai/whisper"}, "response": {"json": {"text": "hi"}}}]}
+            )
+
+        def test_wrong(shared):
+            pass
+
+        def test_right(shared_the_right_way, fal_mock):
+            fal_mock.on_run("fal-ai/flux/dev", {"ok": True})  # inside a test: per-test, as ever
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*FalMockUsageError: fal_mock.on_run() was called outside a test, so its response would "
+            "vanish at the next test's reset. For responses every test shares, use "
+            'fal_mock_server.add_fixture_document({"fixtures": [[]...]}) or '
+            "fal_mock_server.load_fixtures(path) (or --fal-fixtures); for one test, call on_run() "
+            "inside a test that uses the fal_mock fixture.",
+        ]
+    )
+
+
+def test_a_mock_made_by_hand_registers_any_time() -> None:
+    mock = FalMock()
+    mock.on_run("fal-ai/whisper", {"text": "hi"})  # no test scope outside the plugin
+    mock.configure(test_stubs=False)
+    with pytest.raises(FalMockUsageError, match=r"fal_mock\.on_queue\(\) was called outside a test"):
+        mock.on_queue("fal-ai/whisper", {"text": "hi"})
+    mock.reset()
+    mock.on_queue("fal-ai/whisper", {"text": "hi"})
+    with pytest.raises(TypeError, match="test_stubs must be True or False"):
+        mock.configure(test_stubs="yes")

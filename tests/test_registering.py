@@ -245,3 +245,34 @@ def test_state_does_not_leak_between_tests_part_2(fal_mock):
     assert env["queue_position"] == 0  # queue config was reset
     assert run(fal_mock, "fal-ai/leak").status == 404  # per-test fixture gone
     fal_mock.reset()
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("https://fal.run/fal-ai/whisper", "it names the host fal.run; use 'fal-ai/whisper'"),
+        ("queue.fal.run/fal-ai/flux/dev", "it names the host queue.fal.run; use 'fal-ai/flux/dev'"),
+        ("/fal-ai/whisper", "it starts or ends with '/'; use 'fal-ai/whisper'"),
+        ("fal-ai/whisper/", "it starts or ends with '/'; use 'fal-ai/whisper'"),
+        (" fal-ai/whisper\n", "it contains whitespace; use 'fal-ai/whisper'"),
+        ("fal-ai/whi sper", "it contains whitespace (ids look like 'fal-ai/flux/dev')"),
+        ("fal-ai//whisper", "it has an empty path segment ('//'); use 'fal-ai/whisper'"),
+        ("https://fal.run/", "it names the host fal.run; name the model, e.g. 'fal-ai/flux/dev'"),
+    ],
+)
+def test_a_malformed_model_id_is_refused_at_registration_with_the_fix(fal_mock, model, message):
+    with pytest.raises(
+        ValueError, match=re.escape(f"fal_mock.on_run(): {model!r} is not a fal model id: {message}")
+    ):
+        fal_mock.on_run(model, {"text": "hi"})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fal_mock.add_fixture_document({"fixtures": [{"match": {"model": model}, "response": {"json": {}}}]})
+    assert fal_mock.requests == []
+
+
+@pytest.mark.parametrize(
+    "model", ["fal-ai/whisper", "fal-ai/flux/dev", "workflows/owner/app/x", "legacy-app"]
+)
+def test_well_formed_model_ids_register(fal_mock, model):
+    fal_mock.on_run(model, {"ok": True})
+    assert run(fal_mock, model).json == {"ok": True}

@@ -67,3 +67,11 @@ def test_the_virtual_time_calls_run(bench: ModuleType) -> None:
 def test_the_realtime_section_runs(bench: ModuleType) -> None:
     assert bench.realtime_loop(0.05) > 0
     assert bench.realtime_loop(0.05, connections=2) > 0
+
+
+def test_the_safety_net_rows_measure_a_refusal_and_the_start_up_hook(bench: ModuleType) -> None:
+    run, run_async, subscribe = bench.guard_fail_fast(calls=3)
+    assert min(run, run_async, subscribe) > 0
+    unset_us, set_ms = bench.pth_cost(starts=1)
+    assert unset_us > 0
+    assert set_ms is not None

@@ -21,7 +21,7 @@ from fal_client import FalClientHTTPError, FalClientTimeoutError
 from httpclient import http
 
 from pytest_falmock import FalClientPatchError, FalMock
-from pytest_falmock._client_patch import FalClientPatch
+from pytest_falmock._clients import ClientRedirect
 from pytest_falmock._clock import Clock
 from pytest_falmock._virtual_time import PollerAbandoned, VirtualTime
 
@@ -338,7 +338,7 @@ def test_a_client_without_its_waits_fails_loudly_and_names_them(
     monkeypatch: pytest.MonkeyPatch, name: str, missing: str
 ) -> None:
     monkeypatch.delattr(fc, name)
-    patch = FalClientPatch("http://127.0.0.1:1", Clock())
+    patch = ClientRedirect.for_test("http://127.0.0.1:1", Clock())
 
     with pytest.raises(FalClientPatchError, match=f"has no {missing} in this fal_client version") as excinfo:
         patch.apply()
@@ -346,13 +346,13 @@ def test_a_client_without_its_waits_fails_loudly_and_names_them(
     assert "virtual_time=False" in str(excinfo.value)
     assert not patch.active
     assert fc.RUN_URL_FORMAT != "http://127.0.0.1:1/fal/run/"
-    real_time_patch = FalClientPatch("http://127.0.0.1:1")  # without virtual time it still applies
+    real_time_patch = ClientRedirect.for_test("http://127.0.0.1:1")  # without virtual time it still applies
     assert real_time_patch.apply() is True
     real_time_patch.undo()
 
 
 def test_undo_restores_the_client_modules_waits() -> None:
-    patch = FalClientPatch("http://127.0.0.1:1", Clock())
+    patch = ClientRedirect.for_test("http://127.0.0.1:1", Clock())
     patch.apply()
     assert fc.time is not time
     patch.undo()

@@ -1,0 +1,60 @@
+"""Living next to other HTTP mocks in one test: the only module that knows their APIs.
+
+pytest-httpx (0.33+) mocks every httpx request of a test that uses ``httpx_mock``, including
+``fal_client``'s requests to the mock. Its ``httpx_mock`` marker takes ``should_mock``; a test
+that uses both fixtures gets one more (closest) such marker that keeps the user's choice for
+every other request and lets requests to a running fal mock through. respx has no such hook:
+``respx_mock.route(url__startswith=fal_mock.url).pass_through()`` is the documented line.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import pytest
+
+#: pytest-httpx versions whose ``httpx_mock`` marker takes ``should_mock``.
+SHOULD_MOCK_SINCE = (0, 33)
+
+
+def _httpx_mock_version() -> Optional[tuple[int, ...]]:
+    from importlib import metadata
+
+    try:
+        text = metadata.version("pytest-httpx")
+    except metadata.PackageNotFoundError:
+        return None
+    parts = []
+    for piece in text.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def spare_fal_mock(items: list[pytest.Item], is_fal_mock_url: Callable[[Any], bool]) -> None:
+    """Tests using both ``httpx_mock`` and ``fal_mock``: pytest-httpx leaves requests for which
+    ``is_fal_mock_url(request.url)`` holds alone."""
+    both = [
+        item
+        for item in items
+        if "httpx_mock" in getattr(item, "fixturenames", ())
+        and "fal_mock" in getattr(item, "fixturenames", ())
+    ]
+    if not both:
+        return
+    version = _httpx_mock_version()
+    if version is None or version < SHOULD_MOCK_SINCE:
+        return
+    for item in both:
+        users: Optional[Callable[[Any], bool]] = None
+        for marker in item.iter_markers("httpx_mock"):  # closest first, like pytest-httpx
+            if "should_mock" in marker.kwargs:
+                users = marker.kwargs["should_mock"]
+                break
+
+        def should_mock(request: Any, users: Optional[Callable[[Any], bool]] = users) -> bool:
+            if is_fal_mock_url(request.url):
+                return False
+            return True if users is None else bool(users(request))
+
+        item.add_marker(pytest.mark.httpx_mock(should_mock=should_mock), append=False)
