@@ -9,7 +9,8 @@
 2. the same cycle through the real ``fal_client.subscribe`` in-process;
 3. per-test overhead of the ``fal_mock`` fixture (setup + teardown with the fal_client patch)
    over N generated tests, against the same N empty tests, each file in its own pytest process;
-4. p50/p99 latency of one status poll with 10,000 jobs in the store, and memory per job;
+4. p50/p99 latency of one status poll with 10,000 jobs in the store, of one submit into a full
+   store of pending jobs (eviction at the bound), and memory per job;
 5. when ``node`` and ``npm`` are on PATH: the same cycle against ``@copilotkit/aimock``'s
    ``llmock`` CLI (npm-installed into a cache directory), side by side, as a ratio;
 6. media: the time to generate one 1024x1024 placeholder image (PNG, JPEG, WebP; median, no
@@ -429,6 +430,29 @@ def poll_latency(jobs: int, polls: int) -> tuple[float, float, float, float]:
         finally:
             conn.close()
     return small + large
+
+
+def submit_at_bound(jobs: int, submits: int) -> tuple[float, float]:
+    """(p50 ms, p99 ms) of submits into a store already holding ``jobs`` pending jobs (its bound):
+    each one evicts a job."""
+    mock = FalMock(max_jobs=jobs)
+    mock.add_fixture_document(FIXTURE, "bench")
+    mock.queue(polls=10)  # pending until polled: the case where eviction has no finished job to take
+    with mock:
+        conn = http.client.HTTPConnection("127.0.0.1", mock.port, timeout=30)
+        try:
+            for _ in range(jobs):
+                submit(conn)
+            samples = []
+            for _ in range(submits):
+                start = time.perf_counter()
+                submit(conn)
+                samples.append((time.perf_counter() - start) * 1000)
+            assert len(mock._stores.jobs) == jobs
+        finally:
+            conn.close()
+    cuts = statistics.quantiles(samples, n=100)
+    return cuts[49], cuts[98]
 
 
 def _polls(conn: http.client.HTTPConnection, ids: list[str], polls: int) -> tuple[float, float]:
@@ -854,6 +878,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         p50_small, p99_small, p50, p99 = poll_latency(args.jobs, args.polls)
         row(f"4. status poll p50 / p99, {args.jobs:,} jobs stored", f"{p50:.3f} / {p99:.3f} ms")
         row("4. status poll p50 / p99, 100 jobs stored", f"{p50_small:.3f} / {p99_small:.3f} ms")
+        p50_bound, p99_bound = submit_at_bound(args.jobs, min(args.polls, 500))
+        bound_name = f"4. submit p50 / p99, store full of {args.jobs:,} pending jobs"
+        row(bound_name, f"{p50_bound:.3f} / {p99_bound:.3f} ms")
         jobs_only, with_journal = memory_per_job(min(args.jobs, 5000))
         row("4. memory per stored job (+ its journal record)", f"{jobs_only:,.0f} B ({with_journal:,.0f} B)")
     if "5" in sections:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ._fixture_files import FixtureFileError
     from ._journal import FalRequest, ServedFile, UnmatchedRequest, Upload, WebhookDelivery
     from ._mock import FalMock
+    from ._settings import Settings
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,7 @@ _PUBLIC = {
     "FalRequest": "._journal",
     "FixtureFileError": "._fixture_files",
     "ServedFile": "._journal",
+    "Settings": "._settings",
     "UnmatchedRequest": "._journal",
     "Upload": "._journal",
     "WebhookDelivery": "._journal",
@@ -40,6 +42,7 @@ __all__ = [
     "FalRequest",
     "FixtureFileError",
     "ServedFile",
+    "Settings",
     "UnmatchedRequest",
     "Upload",
     "WebhookDelivery",

@@ -21,8 +21,6 @@ from typing import IO, Callable, Iterator, Optional, Sequence, Union
 SPOOL_THRESHOLD = 4 * 1024 * 1024
 #: Piece size for reading and serving spooled data.
 CHUNK = 1024 * 1024
-#: What a journal record keeps of a spooled body: its first bytes.
-SPOOLED_PREVIEW = 64 * 1024
 
 _HAS_PREAD = hasattr(os, "pread")
 
@@ -59,10 +57,6 @@ class Blob:
             if len(out) >= limit:
                 break
         return bytes(out)
-
-    def preview(self) -> bytes:
-        """What a record keeps: the whole body when it is in memory, else its first bytes."""
-        return self.read() if self.in_memory else self.head(SPOOLED_PREVIEW)
 
     def __len__(self) -> int:
         return self.size

@@ -37,5 +37,6 @@ QUEUE_HOSTS: Final = frozenset({"queue.fal.run", "queue.falrun.com"})
 RUN_HOSTS: Final = frozenset({"fal.run", "falrun.com"})
 REST_HOSTS: Final = frozenset({"rest.fal.ai", "rest.alpha.fal.ai"})
 CDN_HOSTS: Final = frozenset({"v3.fal.media", "v3b.fal.media", "fal.media"})
+FAL_HOSTS: Final = QUEUE_HOSTS | RUN_HOSTS | REST_HOSTS | CDN_HOSTS
 
 REDACTED: Final = "[REDACTED]"

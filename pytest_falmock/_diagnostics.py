@@ -20,8 +20,9 @@ HOW_TO_RELAX = (
 )
 
 
-def unmatched_message(unmatched: Sequence[UnmatchedRequest]) -> str:
-    count = len(unmatched)
+def unmatched_message(unmatched: Sequence[UnmatchedRequest], dropped: int = 0) -> str:
+    """``dropped``: unmatched requests past the kept ones (``Settings.max_unmatched``)."""
+    count = len(unmatched) + dropped
     noun = "request" if count == 1 else "requests"
     lines = [f"fal_mock: {count} {noun} matched no registered fixture:"]
     for req in unmatched:
@@ -33,6 +34,9 @@ def unmatched_message(unmatched: Sequence[UnmatchedRequest]) -> str:
             continue
         lines.append("  registered fixtures:")
         lines.extend(f"    * {label}: {reason}" for label, reason in req.reasons)
+    if dropped:
+        lines.append("")
+        lines.append(f"... and {dropped} more, not kept (the first {len(unmatched)} are).")
     lines.append("")
     lines.append(HOW_TO_RELAX)
     return "\n".join(lines)

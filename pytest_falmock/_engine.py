@@ -6,6 +6,7 @@ polling realism) are implemented here, in the same order.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import time
@@ -138,6 +139,7 @@ class Engine:
         except _EarlyReply as early:
             reply, unmatched = early.reply, early.unmatched
         request_id = op.request_id or reply.headers.get(REQUEST_ID_HEADER)
+        journal_body = self.settings().journal_body
         self._journal(
             FalRequest(
                 method=op.method,
@@ -149,13 +151,16 @@ class Engine:
                 query=redact_query(op.query),
                 headers=op.headers.redacted(),
                 status_code=reply.status,
-                body=op.body.preview(),
+                body=op.body.head(journal_body),  # a bounded prefix; input stays whole
             ),
             unmatched,
         )
         return reply
 
     def _journal(self, request: FalRequest, unmatched: Optional[UnmatchedRequest] = None) -> None:
+        limit = self.settings().journal_body
+        if len(request.body) > limit:  # a realtime message: its bytes came whole
+            request = dataclasses.replace(request, body=request.body[:limit])
         self.stores.record(request)
         for listener in self.request_listeners:
             listener(request, unmatched)
@@ -176,7 +181,7 @@ class Engine:
                 query=redact_query(query),
                 headers=headers.redacted(),
                 status_code=error.status,
-                body=body.preview(),
+                body=body.head(self.settings().journal_body),
             )
         )
 
@@ -207,6 +212,7 @@ class Engine:
         )
 
     def _completed(self, job: Job) -> None:
+        self.stores.job_finished(job)  # evicted before pending ones from now on
         for listener in self.completion_listeners:
             listener(job)
 
@@ -280,7 +286,13 @@ class Engine:
         assert op.request_id is not None
         job = self.stores.job(op.request_id)
         if job is None:
-            raise _EarlyReply(detail(404, f"Request {op.request_id} not found"))
+            message = f"Request {op.request_id} not found"
+            if self.stores.was_evicted(op.request_id):
+                message += (
+                    f": evicted, the mock keeps at most {self.stores.max_jobs} jobs "
+                    "(finished ones go first; raise FalMock(max_jobs=...))"
+                )
+            raise _EarlyReply(detail(404, message))
         return job
 
     def _poll(self, job: Job) -> tuple[int, dict[str, Any]]:

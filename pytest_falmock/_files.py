@@ -43,6 +43,8 @@ MEDIA_TYPES = {
 _EXTENSIONS = {"image/jpeg": "jpg", **{v: k for k, v in MEDIA_TYPES.items() if v != "image/jpeg"}}
 #: Multipart part numbers run 1..MAX_PARTS (S3's limit, which fal's CDN follows).
 MAX_PARTS = 10_000
+#: Upload URLs issued and not used yet, kept at most (the oldest is forgotten first).
+MAX_ISSUED = 10_000
 
 
 def extension(name: str) -> str:
@@ -138,6 +140,8 @@ class FileStore:
         self._test: OrderedDict[FileKey, FileEntry] = OrderedDict()
         self._session: OrderedDict[FileKey, FileEntry] = OrderedDict()
         self._multipart: dict[str, MultipartUpload] = {}
+        #: Upload URLs handed out (``storage/upload/initiate``) and not used yet -> content type.
+        self._issued: OrderedDict[FileKey, str] = OrderedDict()
 
     # -- files --------------------------------------------------------------------------
     def put(self, entry: FileEntry) -> None:
@@ -147,6 +151,18 @@ class FileStore:
             self._test[entry.key] = entry
         if old is not None and old.blob is not entry.blob:
             old.blob.close()
+
+    def issue(self, key: FileKey, content_type: str) -> None:
+        """Remember an upload URL handed out: it takes one ``PUT`` (see :meth:`take_issued`)."""
+        with self.lock:
+            self._issued[key] = content_type
+            if len(self._issued) > MAX_ISSUED:
+                self._issued.popitem(last=False)
+
+    def take_issued(self, key: FileKey) -> Optional[str]:
+        """Use up an issued upload URL: its declared content type, or None (never issued, used)."""
+        with self.lock:
+            return self._issued.pop(key, None)
 
     def get(self, key: FileKey) -> Optional[FileEntry]:
         with self.lock:
@@ -219,6 +235,7 @@ class FileStore:
             uploads = list(self._multipart.values())
             self._test.clear()
             self._multipart.clear()
+            self._issued.clear()
         for entry in entries:
             entry.blob.close()
         for upload in uploads:

@@ -3,8 +3,11 @@
 Pure functions and small value types shared by the server in :mod:`._http` and the
 application behind it (:mod:`._server`): :func:`parse_head` and :func:`split_target` read a
 request head, :class:`HttpRequest` and :class:`HttpResponse` carry a request and its answer,
-:func:`header_lines`, :data:`STATUS_LINES` and :func:`http_date` format an answer's head, and
-:class:`ProtocolError` is what a request that is not valid HTTP raises.
+:func:`header_lines`, :data:`STATUS_LINES` and :func:`http_date` format an answer's head
+(:func:`render_closing` a whole closing answer), and :class:`ProtocolError` is what a request
+that is not valid HTTP raises (RFC 9112's refusals: control characters, a missing or repeated
+``Host``, a ``Transfer-Encoding`` other than ``chunked`` (:func:`check_transfer_encoding`), an
+unknown version).
 """
 
 from __future__ import annotations
@@ -27,9 +30,19 @@ MAX_HEADERS = 100
 STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n" for status in HTTPStatus}
 _TOKEN_CHARS = r"!#$%&'*+\-.^_`|~0-9A-Za-z"
 _TOKEN = re.compile(f"[{_TOKEN_CHARS}]+")
-#: One header field line: name, optional whitespace, value (no CR/LF inside), line end.
-_FIELD = re.compile(f"([{_TOKEN_CHARS}]+):[ \\t]*([^\\r\\n]*)\\r?\\n")
-_FIELDS = re.compile(f"(?:[{_TOKEN_CHARS}]+:[^\\r\\n]*\\r?\\n)*")
+#: A field value's characters: anything but control characters (HTAB allowed), RFC 9110 5.5.
+_VALUE = r"[^\x00-\x08\x0a-\x1f\x7f]*"
+#: One header field line: name, optional whitespace, value (no CR, LF or other CTL), line end.
+_FIELD = re.compile(f"([{_TOKEN_CHARS}]+):[ \\t]*({_VALUE})\\r?\\n")
+_FIELDS = re.compile(f"(?:[{_TOKEN_CHARS}]+:{_VALUE}\\r?\\n)*")
+_FIELD_NAME = re.compile(f"[{_TOKEN_CHARS}]+:")
+#: Control characters (and space) that may not appear in a request target.
+_TARGET_CTL = re.compile("[\x00-\x20\x7f]")
+#: ``HTTP/1.x`` (one digit each, RFC 9112 2.3); other syntactically valid versions get 505.
+_VERSION = re.compile(r"HTTP/([0-9])\.([0-9])")
+_ANY_VERSION = re.compile(r"HTTP/[0-9]+(?:\.[0-9]+)?")
+#: Fields that may appear only once (RFC 9112 3.2 and 6.1; Content-Length is checked for agreement).
+_SINGLE = frozenset({"host", "transfer-encoding"})
 
 
 class HttpRequest:
@@ -173,6 +186,8 @@ def parse_head(head: str) -> tuple[str, str, str, Folded]:
     method, target, version = parts
     if _TOKEN.fullmatch(method) is None:
         raise ProtocolError(400, f"Malformed method {method[:100]!r}")
+    if _TARGET_CTL.search(target) is not None:
+        raise ProtocolError(400, f"Control character in the request target {target[:200]!r}")
     if version != "HTTP/1.1" and version != "HTTP/1.0":
         version = _version(version)
     block = head[end + 1 :]
@@ -194,16 +209,19 @@ def parse_head(head: str) -> tuple[str, str, str, Folded]:
         elif key == "content-length":
             if seen[1] != value:
                 raise ProtocolError(400, "Conflicting Content-Length headers")
+        elif key in _SINGLE:
+            raise ProtocolError(400, f"More than one {seen[0]} header")
         else:
             folded[key] = (seen[0], f"{seen[1]},{value}")
     return method, target, version, folded
 
 
 def _version(version: str) -> str:
-    if version.startswith("HTTP/1.") and version[7:].isdigit() and version[7:].isascii():
-        return "HTTP/1.1"
-    number = version[5:]
-    if version.startswith("HTTP/") and number.replace(".", "", 1).isdigit() and number.isascii():
+    """``HTTP/1.x`` -> the version answered (1.0, or 1.1 for x >= 1); 505 or 400 otherwise."""
+    exact = _VERSION.fullmatch(version)
+    if exact is not None and exact.group(1) == "1":
+        return "HTTP/1.0" if exact.group(2) == "0" else "HTTP/1.1"
+    if _ANY_VERSION.fullmatch(version) is not None:
         raise ProtocolError(505, f"HTTP version {version} is not supported")
     raise ProtocolError(400, f"Malformed HTTP version {version[:100]!r}")
 
@@ -214,7 +232,10 @@ def _check_lines(block: str) -> None:
         if len(line) > MAX_LINE:
             raise ProtocolError(431, "Request header line too long")
         if _FIELDS.fullmatch(line + "\n") is None:
-            raise ProtocolError(400, f"Malformed header line {line.rstrip(chr(13))[:200]!r}")
+            line = line.rstrip("\r")
+            named = _FIELD_NAME.match(line) is not None
+            problem = "Control character in header line" if named else "Malformed header line"
+            raise ProtocolError(400, f"{problem} {line[:200]!r}")
     if _FIELDS.fullmatch(block) is None:  # pragma: no cover - a bad block has a bad line
         raise ProtocolError(400, "Malformed header block")
 
@@ -228,3 +249,23 @@ def wants_websocket(headers: Headers) -> bool:
     """The request asks to switch to the WebSocket protocol (``Upgrade: websocket``)."""
     upgrade = headers.get("upgrade")
     return upgrade is not None and "websocket" in tokens(upgrade)
+
+
+def check_transfer_encoding(value: str) -> None:
+    """Only ``chunked`` is understood (RFC 9112 6.1): 501 for other codings, 400 for a repeat."""
+    if value.lower() == "chunked":
+        return
+    codings = [coding.strip().lower() for coding in value.split(",")]
+    if codings.count("chunked") > 1:
+        raise ProtocolError(400, f"Transfer-Encoding {value!r} applies chunked twice")
+    raise ProtocolError(501, f"Transfer-Encoding {value!r} is not supported (only chunked)")
+
+
+def render_closing(response: HttpResponse, static_headers: str) -> bytes:
+    """The bytes of an answer after which the connection closes (the accept loop's refusals)."""
+    status_line = STATUS_LINES.get(response.status) or f"HTTP/1.1 {response.status} Unknown\r\n"
+    head = (
+        f"{status_line}{response.head}{static_headers}Date: {http_date()}\r\n"
+        f"Content-Length: {len(response.body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("latin-1", "replace") + response.body

@@ -19,8 +19,8 @@ class FalRequest:
     ``"queue.cancel"``, ``"run"``, ``"run.stream"``, ``"realtime.connect"`` (a WebSocket
     connection) or ``"realtime.message"`` (a message on one: method ``"WS"``, ``request_id``
     the connection's); ``None`` for a request that could not be routed. ``headers`` and
-    ``query`` have credentials redacted. ``body`` is the raw body, or the first 64 KiB of a
-    body large enough to have been spooled to disk (over 4 MiB).
+    ``query`` have credentials redacted. ``body`` is the raw body's first 64 KiB at most
+    (``Settings.journal_body``; ``input`` stays whole).
     """
 
     method: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import warnings
 from http import HTTPStatus
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -16,15 +17,16 @@ from ._clock import Clock, check_seconds
 from ._control import Control
 from ._diagnostics import calls_message, handler_errors_message, unmatched_message
 from ._engine import Engine, RequestListener, Upstream
-from ._errors import FalMockUsageError
+from ._errors import FalMockUsageError, FalMockWarning
 from ._files import FileEntry, new_file_id, safe_name
 from ._fixture_files import load_path, parse_document
 from ._jobs import QueueConfig
 from ._journal import FalRequest, ServedFile, UnmatchedRequest, Upload, WebhookDelivery
+from ._net import exposure_warning
 from ._payloads import constant, file_renderer, image_renderer, json_ready
 from ._realtime import realtime_answer, realtime_error, websocket_answer
 from ._routing import JournalRoute
-from ._server import FalMockServer
+from ._server import FalMockServer, default_limits
 from ._settings import Settings, marker_overrides, queue_config
 from ._signing import WebhookSigner
 from ._stores import Stores
@@ -111,17 +113,24 @@ class FalMock:
         max_jobs: Optional[int] = None,
         max_body: Optional[int] = None,
         virtual_time: Optional[bool] = None,
+        allow_hosts: Optional[Sequence[str]] = None,
     ) -> None:
+        if not isinstance(host, str) or not host.strip():
+            raise ValueError(
+                f"FalMock(host={host!r}): name the interface to bind, e.g. 127.0.0.1 "
+                "(an empty host would bind every interface)"
+            )
         given: dict[str, Any] = {
             "allow_remote_webhooks": allow_remote_webhooks,
             "max_jobs": max_jobs,
             "max_body": max_body,
             "virtual_time": virtual_time,
+            "allow_hosts": tuple(allow_hosts) if allow_hosts is not None else None,
         }
         defaults = settings if settings is not None else Settings()
         self._defaults = dataclasses.replace(defaults, **{k: v for k, v in given.items() if v is not None})
         self._settings = self._defaults
-        self._stores = Stores(max_jobs=self._defaults.max_jobs)
+        self._stores = Stores(max_jobs=self._defaults.max_jobs, max_unmatched=self._defaults.max_unmatched)
         signer = WebhookSigner()  # one key per mock, made on first use
         self._clock = Clock()
         self._engine = Engine(self._stores, self._current_settings, self._clock, upstream, signer)
@@ -130,7 +139,13 @@ class FalMock:
         handlers = {route: self._engine.handle for route in self._engine.routes}
         handlers.update(Control(self).handlers)
         self._server = FalMockServer(
-            handlers, self._engine.record_rejected, host, port, max_body=self._defaults.max_body
+            handlers,
+            self._engine.record_rejected,
+            host,
+            port,
+            max_body=self._defaults.max_body,
+            limits=default_limits(self._defaults),
+            allow_hosts=self._defaults.allow_hosts,
         )
 
     def _current_settings(self) -> Settings:
@@ -138,9 +153,16 @@ class FalMock:
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> FalMock:
-        """Start serving (idempotent); returns ``self``."""
+        """Start serving (idempotent); returns ``self``.
+
+        Binding an address other than a loopback one warns (``FalMockWarning``): the mock is then
+        reachable from other machines.
+        """
         if not self._server.is_running():
             self._server.start()
+            risk = exposure_warning(self._server.host, self.port)
+            if risk:
+                warnings.warn(FalMockWarning(risk), stacklevel=2)
         return self
 
     def stop(self) -> None:
@@ -558,7 +580,7 @@ class FalMock:
         parts = []
         unmatched = self.unmatched
         if unmatched and not allow_unmatched:
-            parts.append(unmatched_message(unmatched))
+            parts.append(unmatched_message(unmatched, self._stores.unmatched_dropped))
         failed = self._stores.snapshot(self._stores.handler_errors)
         if failed:
             parts.append(handler_errors_message(failed))

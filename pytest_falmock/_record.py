@@ -24,6 +24,7 @@ from ._constants import (
     COMPLETED,
     DUMMY_FAL_KEY,
     ERROR_TYPE_HEADER,
+    FAL_HOSTS,
     IN_PROGRESS,
     IN_QUEUE,
     REQUEST_ID_HEADER,
@@ -32,12 +33,12 @@ from ._constants import (
 )
 from ._engine import new_request_id
 from ._fixture_files import FixtureFileError, parse_entry
-from ._net import open_url
+from ._net import AnswerTooLarge, fetch, foreign_page, origin
 from ._record_media import MediaRecorder
 from ._recording_file import FixtureWriter
 from ._reply import Reply
 from ._routing import Operation
-from ._secrets import redact, redact_text, secret_parts
+from ._secrets import Redactor, secret_parts
 from ._settings import RecordSettings
 from ._stubs import Kind, Stub
 from ._urls import app_path
@@ -94,6 +95,10 @@ class Recorder:
         self.media = MediaRecorder(
             settings.target, settings.upstream, settings.media_max, settings.request_timeout
         )
+        self._key_redactor = Redactor(settings.credentials.secrets)
+        #: Where the key may go: the configured upstream's origin and fal's own hosts.
+        upstream = [origin(settings.upstream)] if settings.upstream else []
+        self._origins = frozenset({*(f"https://{host}" for host in FAL_HOSTS), *upstream})
 
     @property
     def forward_all(self) -> bool:
@@ -102,11 +107,19 @@ class Recorder:
     # -- Upstream protocol ------------------------------------------------------------------
     def forward(self, op: Operation, kind: Kind) -> Union[Stub, Reply]:
         assert op.model is not None
+        page = foreign_page(op.headers)
+        if page is not None:
+            message = (
+                f"fal_mock does not forward requests from {page} to fal while recording: they would "
+                "run on your fal key. Record from a page on localhost or 127.0.0.1 (or from tests); "
+                "recorded fixtures replay for every origin."
+            )
+            return Reply(403, {"detail": message, "error_type": "origin_refused", "model": op.model})
         match: dict[str, Any] = {"endpoint": "fal", "model": op.model}
         if isinstance(op.input, dict):
             match["input"] = op.input
-        secrets = self._secrets(op)
-        match = redact(match, secrets)
+        redactor = self._redactor(op)
+        match = redactor.value(match)
         try:
             if not self.forward_all:
                 known = self.writer.find(match)  # another xdist worker may have recorded it
@@ -117,7 +130,7 @@ class Recorder:
             else:
                 status, body, error_type = self._run(op)
         except UpstreamError as exc:
-            message = redact_text(f"fal_mock could not record {op.model!r}: {exc}", secrets)
+            message = redactor.text(f"fal_mock could not record {op.model!r}: {exc}")
             return Reply(
                 502,
                 {"detail": message, "error_type": "upstream_error", "model": op.model},
@@ -126,15 +139,17 @@ class Recorder:
             )
         except FixtureFileError as exc:
             return Reply(500, {"detail": f"fal_mock cannot record: {exc}", "error_type": "record_error"})
-        response: dict[str, Any] = {"json": redact(body, secrets)}
+        response: dict[str, Any] = {"json": body}
         if status != 200:
             response["status"] = status
         if error_type:
             response["error_type"] = error_type
         entry: dict[str, Any] = {"match": match, "response": response}
-        captured = self.media.capture(response["json"]) if status < 400 else None
+        captured = self.media.capture(response["json"], redactor) if status < 400 else None
         if captured is not None and captured.media:
             entry["media"] = captured.media
+        # every value written is redacted, whatever its place (headers' values included)
+        entry = redactor.value(entry)
         try:
             saved = self.writer.save(
                 entry, replace=self.forward_all, media=captured.pending if captured else ()
@@ -150,7 +165,7 @@ class Recorder:
                 },
             )
         if captured is not None:
-            stub.notes = tuple(captured.notes)
+            stub.notes = tuple(redactor.text(note) for note in captured.notes)
         return stub
 
     def _stub(self, entry: Mapping[str, Any], match: Mapping[str, Any]) -> Stub:
@@ -161,13 +176,14 @@ class Recorder:
         return stub
 
     # -- requests -----------------------------------------------------------------------------
-    def _secrets(self, op: Operation) -> tuple[str, ...]:
-        found = set(self.settings.credentials.secrets)
+    def _redactor(self, op: Operation) -> Redactor:
+        """Redacts the captured key and the caller's own credentials (each in every encoding)."""
         auth = op.headers.get("authorization", "").strip()
-        if auth:
-            found.update(secret_parts(auth))
+        if not auth:
+            return self._key_redactor
+        found = {*self.settings.credentials.secrets, *secret_parts(auth)}
         found.difference_update(DUMMY_SECRET_PARTS)
-        return tuple(sorted(found, key=len, reverse=True))
+        return Redactor(found)
 
     def _target(self, op: Operation, service: str) -> _Target:
         host = op.fal_host or DEFAULT_HOSTS[service]
@@ -194,19 +210,30 @@ class Recorder:
     def _fetch(
         self, method: str, url: str, headers: Mapping[str, str], body: Optional[bytes]
     ) -> UpstreamAnswer:
-        request = urllib.request.Request(url, data=body, method=method, headers=dict(headers))
         where = f"{method} {url}"
+        target = origin(url)
+        if target not in self._origins:
+            raise UpstreamError(
+                f"refused to {where}: {target} is neither the upstream nor a fal host, "
+                "so it is never sent your fal key"
+            )
+        request = urllib.request.Request(url, data=body, method=method, headers=dict(headers))
+        settings = self.settings
         try:
-            try:
-                with open_url(request, self.settings.request_timeout) as response:
-                    status, answer_headers, raw = response.status, response.headers, response.read()
-            except urllib.error.HTTPError as exc:
-                status, answer_headers, raw = exc.code, exc.headers, exc.read()
+            status, answer_headers, raw = fetch(request, settings.request_timeout, settings.max_answer)
+        except AnswerTooLarge as exc:
+            raise UpstreamError(f"upstream {where}: {exc}") from None
         except (OSError, HTTPException, ValueError) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             kind = "timed out" if isinstance(reason, TimeoutError) or "timed out" in str(reason) else "failed"
             raise UpstreamError(f"upstream {where} {kind}: {reason}") from None
-        if status >= 500 or status < 200 or 300 <= status < 400:
+        if 300 <= status < 400:
+            location = answer_headers.get("Location", "")[:300]
+            raise UpstreamError(
+                f"upstream {where} answered HTTP {status} (a redirect to {location!r}); "
+                "fal_mock never follows redirects"
+            )
+        if status >= 500 or status < 200:
             raise UpstreamError(f"upstream {where} answered HTTP {status}: {_snippet(raw)}")
         try:
             parsed = json.loads(raw)

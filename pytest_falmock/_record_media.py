@@ -7,7 +7,9 @@ recording against ``--fal-upstream``, on the upstream's origin. Each is fetched 
 - with no credentials at all (fal's media URLs are public; the key never leaves with a download);
 - without following redirects (a 3xx keeps the URL, with a warning);
 - at most ``media_max`` bytes (``--fal-record-media-max``; a larger file keeps its URL, with a
-  warning) within :data:`DOWNLOAD_SECONDS` in all.
+  warning) within :data:`DOWNLOAD_SECONDS` in all;
+- never when its bytes carry a secret of the recording (the key, its id or secret, in any
+  encoding the recorder redacts): like the fixture file, no written file holds one.
 
 The bytes go to a hidden temporary file in the fixture's media folder while they arrive (hashed
 on the way) and the writer moves them to ``<sha256>.<ext>`` with their entry
@@ -31,6 +33,7 @@ from urllib.parse import urlsplit
 from ._files import content_type_for, extension_for
 from ._net import open_url
 from ._recording_file import PendingMedia, discard, media_folder
+from ._secrets import Redactor
 
 #: Seconds one media download may take in all (each socket read is bounded by the record timeout).
 DOWNLOAD_SECONDS = 120.0
@@ -94,15 +97,16 @@ class MediaRecorder:
             return True
         return self.upstream_origin is not None and origin == self.upstream_origin
 
-    def capture(self, body: Any) -> Captured:
-        """Download every media URL in ``body`` (once each); failures keep the URL, noted."""
+    def capture(self, body: Any, redactor: Optional[Redactor] = None) -> Captured:
+        """Download every media URL in ``body`` (once each); failures keep the URL, noted.
+        A file in which ``redactor`` finds a secret is not kept (its URL is)."""
         captured = Captured()
         if self.media_max <= 0:
             return captured
         urls = list(dict.fromkeys(s for s in _strings(body) if self.is_media(s)))
         for url in urls:
             try:
-                temporary, digest, content_type = self._download(url)
+                temporary, digest, content_type = self._download(url, redactor)
             except MediaSkipped as exc:
                 captured.notes.append(f"fal_mock recorded {url} as a URL, not its bytes: {exc}")
                 continue
@@ -114,19 +118,20 @@ class MediaRecorder:
             captured.media[url] = {"file": f"{self.folder.name}/{name}", "content_type": content_type}
         return captured
 
-    def _download(self, url: str) -> tuple[Path, str, str]:
+    def _download(self, url: str, redactor: Optional[Redactor] = None) -> tuple[Path, str, str]:
         """Fetch ``url`` into a temporary file: (its path, the SHA-256 of its bytes, its type)."""
         request = urllib.request.Request(url, headers={"User-Agent": "fal_mock-recorder", "Accept": "*/*"})
         deadline = time.monotonic() + DOWNLOAD_SECONDS
         try:
-            with open_url(request, self.read_timeout, follow_redirects=False) as response:
+            with open_url(request, self.read_timeout) as response:  # never follows a redirect
                 declared = response.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > self.media_max:
                     raise MediaSkipped(self._too_large(f"{int(declared):,} bytes"))
                 content_type = (
                     response.headers.get_content_type() if response.headers.get("Content-Type") else ""
                 )
-                return (*self._store(response, deadline), self._content_type(content_type, url))
+                stored = self._store(response, deadline, redactor)
+                return (*stored, self._content_type(content_type, url))
         except urllib.error.HTTPError as exc:
             exc.close()
             if 300 <= exc.code < 400:
@@ -139,12 +144,13 @@ class MediaRecorder:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             raise MediaSkipped(f"the download failed: {reason}") from None
 
-    def _store(self, response: Any, deadline: float) -> tuple[Path, str]:
+    def _store(self, response: Any, deadline: float, redactor: Optional[Redactor]) -> tuple[Path, str]:
         self.folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=".download-", suffix=".part", dir=self.folder)
         temporary = Path(name)
         digest = hashlib.sha256()
         size = 0
+        tail = ""  # the end of the previous piece: a secret may straddle two
         try:
             with os.fdopen(fd, "wb") as handle:
                 while True:
@@ -156,6 +162,11 @@ class MediaRecorder:
                     size += len(piece)
                     if size > self.media_max:
                         raise MediaSkipped(self._too_large(f"more than {self.media_max:,} bytes"))
+                    if redactor is not None:
+                        text = tail + piece.decode("latin-1")  # byte for byte
+                        if redactor.found_in(text):
+                            raise MediaSkipped("its bytes carry your fal key (in some form), never written")
+                        tail = text[-redactor.span :] if redactor.span else ""
                     digest.update(piece)
                     handle.write(piece)
         except BaseException:

@@ -222,6 +222,11 @@ class _Request:
             )
 
 
+def is_control(path: str) -> bool:
+    """True for every path of the control API family (``/__falmock/...``), known route or not."""
+    return path.startswith(CONTROL_PREFIX)
+
+
 def parse(
     method: str,
     path: str,
@@ -232,7 +237,7 @@ def parse(
 ) -> Operation:
     """Turn one HTTP request into an :class:`Operation`, or raise :class:`RouteError`."""
     method = method.upper()
-    if path.startswith(CONTROL_PREFIX):
+    if is_control(path):
         return _control(path, _Request(method, path, base_url, headers, {}, body))
     target_url = headers.get(TARGET_URL_HEADER, "").strip()
     if target_url:

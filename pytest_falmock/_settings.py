@@ -10,20 +10,31 @@ overrides that :meth:`~pytest_falmock.FalMock.reset` drops.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from ._errors import FalMockUsageError
 from ._jobs import QueueConfig
+from ._net import host_name
 from ._secrets import Credentials
 
 DEFAULT_MAX_JOBS = 50_000
 DEFAULT_MAX_BODY = 128 * 1024 * 1024
+#: Connection bounds (see ``docs/wire.md``, "Limits"): generous for tests, finite for abuse.
+DEFAULT_HEADER_TIMEOUT = 30.0
+DEFAULT_BODY_TIMEOUT = 120.0
+DEFAULT_IDLE_TIMEOUT = 60.0
+DEFAULT_MAX_CONNECTIONS = 512
+#: Unmatched requests kept for the teardown report (later ones are counted, not kept).
+DEFAULT_MAX_UNMATCHED = 1_000
+#: Bytes of each request's raw body the journal keeps (``FalRequest.body``; ``input`` stays whole).
+DEFAULT_JOURNAL_BODY = 64 * 1024
 
 RECORD_MODES = ("none", "once", "new", "all")
-#: Seconds one upstream HTTP request may take while recording.
+#: Seconds one upstream HTTP request may take while recording, in all (connect to last byte).
 RECORD_REQUEST_TIMEOUT = 30.0
 #: Seconds a whole recorded queue walk (submit, polls, result) may take.
 RECORD_WALK_TIMEOUT = 15 * 60.0
@@ -51,6 +62,8 @@ class RecordSettings:
     walk_timeout: float = RECORD_WALK_TIMEOUT
     #: Media files up to this size are downloaded next to the fixture file (0: none are).
     media_max: int = RECORD_MEDIA_MAX
+    #: Largest upstream answer body recorded (502 beyond).
+    max_answer: int = DEFAULT_MAX_BODY
 
     @property
     def recording(self) -> bool:
@@ -87,12 +100,34 @@ class Settings:
     max_jobs: int = DEFAULT_MAX_JOBS
     #: Largest request body accepted (413 beyond).
     max_body: int = DEFAULT_MAX_BODY
+    #: Host names (besides loopback ones and the bound host) requests may name in ``Host``.
+    allow_hosts: Tuple[str, ...] = ()
+    #: Seconds a request head may take from its first byte (408 after).
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    #: Seconds a request body may take, and each write of an answer (408 / closed after).
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    #: Seconds an idle keep-alive connection stays open.
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    #: Connections served at once (503 beyond).
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: Unmatched requests kept for the teardown report.
+    max_unmatched: int = DEFAULT_MAX_UNMATCHED
+    #: Bytes of each raw request body kept in the journal.
+    journal_body: int = DEFAULT_JOURNAL_BODY
 
     def __post_init__(self) -> None:
-        for name in ("max_jobs", "max_body"):
+        for name in ("max_jobs", "max_body", "max_connections", "max_unmatched"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        value = self.journal_body
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"journal_body must be a non-negative integer, got {value!r}")
+        for name in ("header_timeout", "body_timeout", "idle_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        object.__setattr__(self, "allow_hosts", allowed_hosts(self.allow_hosts, "allow_hosts"))
 
     def override(self, **changes: Any) -> Settings:
         """A copy with per-test ``changes`` (already validated) applied."""
@@ -168,6 +203,25 @@ def marker_overrides(where: str, args: tuple[Any, ...], kwargs: Mapping[str, Any
         if not isinstance(value, bool):
             raise FalMockUsageError(f"{where}: {name} must be True or False, got {value!r}")
     return dict(kwargs)
+
+
+def allowed_hosts(names: Iterable[str], where: str) -> tuple[str, ...]:
+    """Validate ``--allow-host`` names: host names or IP addresses, no port, no scheme."""
+    if isinstance(names, str):
+        raise ValueError(f"{where}: expected a list of host names, got the string {names!r}")
+    out: list[str] = []
+    for name in names:
+        if not isinstance(name, str):
+            raise ValueError(f"{where}: expected host names, got {name!r}")
+        host = host_name(name)
+        if host is None:
+            raise ValueError(
+                f"{where}: {name!r} is not a host name; give a bare name or address such as "
+                "falmock, mock.internal or 10.0.0.5 (no scheme, port or path)"
+            )
+        if host not in out:
+            out.append(host)
+    return tuple(out)
 
 
 def check_upstream(url: str, where: str) -> str:

@@ -36,6 +36,8 @@ from ._stores import Stores
 from ._urls import GENERATED, file_url, generated_url, multipart_url, service_url
 
 Handler = Callable[[Operation], Reply]
+#: Headers of a served file: a browser shows it sandboxed (no script, no same-origin access).
+SERVED_FILE_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
 
 
 class Storage:
@@ -98,13 +100,24 @@ class Storage:
         return key, url, content_type or "application/octet-stream"
 
     def _initiate(self, op: Operation) -> Reply:
-        _, url, _ = self._initiate_spec(op)
+        key, url, content_type = self._initiate_spec(op)
+        self.stores.issue_upload(key, content_type)
         return Reply(200, {"upload_url": url, "file_url": url})
 
     def _put(self, op: Operation) -> Reply:
+        """Store the bytes ``PUT`` to an upload URL this mock issued; each URL takes one ``PUT``."""
         key = self._key(op)
+        declared = self.stores.files.take_issued(key)
+        if declared is None:
+            if self.stores.files.get(key) is not None:
+                return detail(409, f"{op.path} already holds an upload: each upload URL takes one PUT")
+            return detail(
+                404,
+                f"No upload URL {op.path} was issued by this mock: get one from "
+                "POST .../storage/upload/initiate",
+            )
         url = file_url(op.base_url, *key)
-        content_type = op.headers.get("content-type", "application/octet-stream")
+        content_type = op.headers.get("content-type") or declared
         self.stores.add_file(FileEntry(key, op.body, content_type, "upload", url, "storage"))
         return Reply(200, {"file_url": url})
 
@@ -153,7 +166,9 @@ class Storage:
         entry = self.stores.files.get(self._key(op))
         if entry is None:
             return detail(404, f"No uploaded file at {op.path}")
-        return Reply(200, raw=entry.blob, content_type=entry.content_type)
+        # whatever was uploaded, it never runs as a page of the mock's origin
+        headers = dict(SERVED_FILE_HEADERS)
+        return Reply(200, raw=entry.blob, content_type=entry.content_type, headers=headers)
 
     def _generated(self, op: Operation) -> Reply:
         segment, name = self._key(op)

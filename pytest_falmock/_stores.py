@@ -6,32 +6,51 @@ import threading
 from collections import OrderedDict, deque
 from typing import Any, Callable, Deque, Iterable, Optional
 
-from ._files import FileEntry, FileStore
+from ._files import FileEntry, FileKey, FileStore
 from ._jobs import Job
 from ._journal import FalRequest, UnmatchedRequest, WebhookDelivery
-from ._settings import DEFAULT_MAX_JOBS
+from ._settings import DEFAULT_MAX_JOBS, DEFAULT_MAX_UNMATCHED
 from ._stubs import Kind, Stub
 
 DEFAULT_MAX_JOURNAL = 50_000
+#: Evicted job ids remembered, so polling one says why it is gone.
+MAX_EVICTED = 1_000
 
 
 class Stores:
-    """Everything the engine remembers. All access goes through ``lock``."""
+    """Everything the engine remembers. All access goes through ``lock``.
 
-    def __init__(self, max_jobs: int = DEFAULT_MAX_JOBS, max_journal: int = DEFAULT_MAX_JOURNAL) -> None:
+    Jobs at their bound (``max_jobs``): a new job evicts the job that finished first; only when
+    every job is still pending does it evict the oldest pending one (its polls then answer 404,
+    naming the bound). Both are O(1): finished and pending ids are kept in two ordered dicts.
+    """
+
+    def __init__(
+        self,
+        max_jobs: int = DEFAULT_MAX_JOBS,
+        max_journal: int = DEFAULT_MAX_JOURNAL,
+        max_unmatched: int = DEFAULT_MAX_UNMATCHED,
+    ) -> None:
         if max_jobs < 1:
             raise ValueError(f"max_jobs must be at least 1, got {max_jobs}")
         self.lock = threading.RLock()
         self.max_jobs = max_jobs
+        self.max_unmatched = max_unmatched
         #: Stubs that live for the whole session (files, control API, recordings), in order.
         self.session_stubs: list[Stub] = []
         #: Per-test stubs, oldest first (matched newest first).
         self.test_stubs: list[Stub] = []
-        self.jobs: OrderedDict[str, Job] = OrderedDict()
+        self.jobs: dict[str, Job] = {}
+        #: Ids of pending jobs (submit order) and of finished ones (completion order).
+        self._pending: OrderedDict[str, None] = OrderedDict()
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._evicted: OrderedDict[str, None] = OrderedDict()
         #: Pending jobs with a latency still to run (completed by the clock, see ``Engine.tick``).
         self.timed_jobs: dict[str, Job] = {}
         self.journal: Deque[FalRequest] = deque(maxlen=max_journal)
-        self.unmatched: list[UnmatchedRequest] = []
+        self.unmatched: Deque[UnmatchedRequest] = deque(maxlen=max_unmatched)
+        #: Unmatched requests not kept because ``unmatched`` was full.
+        self.unmatched_dropped = 0
         #: Uploads, added, generated and recorded files (shares ``lock``).
         self.files = FileStore(self.lock)
         self.webhooks: list[WebhookDelivery] = []
@@ -135,23 +154,38 @@ class Stores:
         with self.lock:
             if self._stale():
                 return
-            self.jobs[job.request_id] = job
+            request_id = job.request_id
+            self.jobs[request_id] = job
+            (self._finished if job.done else self._pending)[request_id] = None
             if job.waits_for_time:
-                self.timed_jobs[job.request_id] = job
+                self.timed_jobs[request_id] = job
             while len(self.jobs) > self.max_jobs:
                 self._evict_one()
 
+    def job_finished(self, job: Job) -> None:
+        """``job`` just completed (or was cancelled): the last of the finished ones to be evicted."""
+        with self.lock:
+            request_id = job.request_id
+            if request_id in self._pending:
+                del self._pending[request_id]
+                self._finished[request_id] = None
+
     def _evict_one(self) -> None:
-        for request_id, job in self.jobs.items():
-            if job.done:
-                del self.jobs[request_id]
-                return
-        request_id, _ = self.jobs.popitem(last=False)
+        queue = self._finished or self._pending
+        request_id, _ = queue.popitem(last=False)
+        del self.jobs[request_id]
         self.timed_jobs.pop(request_id, None)
+        self._evicted[request_id] = None
+        if len(self._evicted) > MAX_EVICTED:
+            self._evicted.popitem(last=False)
 
     def job(self, request_id: str) -> Optional[Job]:
         with self.lock:
             return self.jobs.get(request_id)
+
+    def was_evicted(self, request_id: str) -> bool:
+        with self.lock:
+            return request_id in self._evicted
 
     # -- journal, uploads, webhooks -----------------------------------------------------
     def _keep(self, items: Any, item: Any, generation: Optional[int] = None) -> None:
@@ -164,7 +198,13 @@ class Stores:
         self._keep(self.journal, request)
 
     def record_unmatched(self, request: UnmatchedRequest) -> None:
-        self._keep(self.unmatched, request)
+        with self.lock:
+            if self._stale():
+                return
+            if len(self.unmatched) == self.max_unmatched:
+                self.unmatched_dropped += 1  # the first ones are kept: they explain the failure
+            else:
+                self.unmatched.append(request)
 
     def add_file(self, entry: FileEntry) -> None:
         """Serve ``entry`` until the next reset (unless the request began before the last one)."""
@@ -174,6 +214,12 @@ class Stores:
                 self.files.put(entry)
         if stale:
             entry.blob.close()
+
+    def issue_upload(self, key: FileKey, content_type: str) -> None:
+        """Remember an upload URL handed out (unless the request began before the last reset)."""
+        with self.lock:
+            if not self._stale():
+                self.files.issue(key, content_type)
 
     def add_notes(self, notes: Iterable[str]) -> None:
         with self.lock:
@@ -207,9 +253,13 @@ class Stores:
             for stub in self.session_stubs:
                 stub.used = 0
             self.jobs.clear()
+            self._pending.clear()
+            self._finished.clear()
+            self._evicted.clear()
             self.timed_jobs.clear()
             self.journal.clear()
             self.unmatched.clear()
+            self.unmatched_dropped = 0
             self.files.reset()
             self.webhooks.clear()
             self.notes.clear()

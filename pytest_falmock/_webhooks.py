@@ -1,8 +1,9 @@
 """Webhook delivery: when a job with ``?fal_webhook=<url>`` completes, POST fal's webhook body.
 
 Deliveries run on background threads, signed as fal signs them (:mod:`._signing`); only
-loopback URLs are contacted unless remote webhooks are allowed. Every attempt (or refusal) is
-recorded in ``fal_mock.webhooks``.
+loopback URLs (``localhost`` and loopback addresses) are contacted unless remote webhooks are
+allowed, and redirects are never followed (a 3xx is the delivery's status). Every attempt (or
+refusal) is recorded in ``fal_mock.webhooks``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.error
 import urllib.request
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
@@ -18,12 +18,12 @@ from urllib.parse import urlsplit
 from ._constants import CANCELLED_MESSAGE
 from ._jobs import Job
 from ._journal import WebhookDelivery
-from ._net import is_loopback, open_url
+from ._net import fetch, is_loopback
 from ._settings import Settings
 from ._signing import WebhookSigner
 from ._stores import Stores
 
-#: Socket timeout of one delivery (connect, then the answer).
+#: Seconds one delivery may take in all (connect, send, the answer's head).
 DELIVERY_TIMEOUT = 5.0
 #: How long reading ``fal_mock.webhooks`` (or a reset) waits for deliveries under way, in all.
 DRAIN_TIMEOUT = 2 * DELIVERY_TIMEOUT + 1.0
@@ -116,10 +116,8 @@ class WebhookSender:
             return WebhookDelivery(url, request_id, body, outcome, headers=headers, data=data, **result)
 
         try:
-            with open_url(request, DELIVERY_TIMEOUT) as response:
-                delivery = sent("delivered", status_code=response.status)
-        except urllib.error.HTTPError as exc:
-            delivery = sent("delivered", status_code=exc.code)
+            status, _, _ = fetch(request, DELIVERY_TIMEOUT, max_bytes=0)  # a 3xx is not followed
+            delivery = sent("delivered", status_code=status)
         except Exception as exc:  # OSError, http.client.InvalidURL, ...: record it, never crash the thread
             delivery = sent("failed", error=f"{type(exc).__name__}: {exc}")
         self._stores.add_webhook(delivery, generation)

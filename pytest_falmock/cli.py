@@ -1,6 +1,6 @@
 """``fal-mock``: the same mock as a plain server, for frontends, Node apps and docker-compose.
 
-    fal-mock --fixtures fal.json [--host 127.0.0.1] [--port 4005]
+    fal-mock --fixtures fal.json [--host 127.0.0.1] [--port 4005] [--allow-host NAME]
              [--polls-before-in-progress A] [--polls-before-completed C]
              [--record-mode MODE --upstream URL [--record-media-max SIZE]]
              [--allow-remote-webhooks] [--quiet] [--real-time]
@@ -16,18 +16,19 @@ import argparse
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from types import FrameType
 from typing import Optional, Sequence
 
 from . import __version__
 from ._diagnostics import RequestLog
-from ._errors import FalMockUsageError
+from ._errors import FalMockUsageError, FalMockWarning
 from ._fixture_files import FixtureFileError, load_path
 from ._mock import FalMock
 from ._record import recorder_for
 from ._secrets import Credentials
-from ._settings import RECORD_MODES, Settings, parse_size, queue_config, record_settings
+from ._settings import RECORD_MODES, Settings, allowed_hosts, parse_size, queue_config, record_settings
 from ._urls import control_url
 
 DEFAULT_HOST = "127.0.0.1"
@@ -48,7 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON fixture file or directory of *.json (repeatable); when recording, the last "
         "one is the file recordings are written to (created if missing).",
     )
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST})")
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"interface to bind (default {DEFAULT_HOST}); any other than a loopback address makes "
+        "the mock reachable from other machines (a warning says so)",
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests whose Host header names NAME (repeatable), e.g. the service name "
+        "other containers use; loopback names and the --host address are always answered",
+    )
     parser.add_argument(
         "--port",
         type=int,
@@ -128,11 +142,18 @@ def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Sett
         parser.error(str(exc).replace("fal-mock: ", "", 1))
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be 0-65535, got {args.port}")
+    if not args.host.strip():
+        parser.error("--host must name an interface, e.g. 127.0.0.1 (an empty host would bind every one)")
+    try:
+        hosts = allowed_hosts(args.allow_host, "--allow-host")
+    except ValueError as exc:
+        parser.error(str(exc))
     return Settings(
         queue=queue,
         allow_remote_webhooks=args.allow_remote_webhooks,
         record=record,
         virtual_time=not args.real_time,
+        allow_hosts=hosts,
     )
 
 
@@ -166,10 +187,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        mock.start()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FalMockWarning)
+            mock.start()
     except (OSError, SystemExit) as exc:
         parser.exit(1, f"fal-mock: error: cannot serve on {args.host}:{args.port}: {exc}\n")
     print(mock.url, flush=True)
+    for warning in caught:
+        if issubclass(warning.category, FalMockWarning):
+            print(f"fal-mock: warning: {warning.message}", file=sys.stderr, flush=True)
     if recorder is not None:
         where = args.upstream or "https://<fal host>"
         print(

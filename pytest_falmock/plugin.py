@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Union
+from typing import Any, Iterator, List, Optional, Tuple, Union
 
 import pytest
 
@@ -20,6 +20,7 @@ from ._settings import (
     RECORD_MODES,
     RecordSettings,
     Settings,
+    allowed_hosts,
     marker_overrides,
     parse_size,
     queue_config,
@@ -33,6 +34,7 @@ GUARD_KEY = pytest.StashKey[Guard]()
 SERVER_KEY = pytest.StashKey[FalMock]()
 #: Refused calls no test or collector could answer for (reported at the end of the run).
 LEFTOVER_KEY = pytest.StashKey[str]()
+HOSTS_KEY = pytest.StashKey[Tuple[str, ...]]()
 #: xdist: the controller tells its workers whether the record target existed at session start.
 TARGET_EXISTED = "falmock_record_target_existed"
 
@@ -98,6 +100,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="bool",
         default=True,
         help="Refuse fal calls (fal_client, fal) made outside tests that use fal_mock (default true).",
+    )
+    parser.addini(
+        "fal_allow_hosts",
+        type="linelist",
+        default=[],
+        help="Host names (besides localhost and loopback addresses) the mock answers in the Host "
+        "header, e.g. the name a browser in another container uses.",
     )
 
 
@@ -213,6 +222,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     _arm_guard(config)  # when the plugin was loaded too late for pytest_load_initial_conftests
     record = config.stash[RECORD_KEY] = _record_settings(config)
+    try:
+        hosts = allowed_hosts(config.getini("fal_allow_hosts"), "ini option fal_allow_hosts")
+        config.stash[HOSTS_KEY] = hosts
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     if record.active and record.upstream is None and not record.credentials.key:
         config.issue_config_time_warning(
             FalMockWarning(
@@ -261,7 +275,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def fal_mock_server(pytestconfig: pytest.Config) -> Iterator[FalMock]:
     """The session's one mock server (per xdist worker), started on first use."""
-    settings = Settings(record=pytestconfig.stash[RECORD_KEY], test_stubs=False)
+    settings = Settings(
+        record=pytestconfig.stash[RECORD_KEY], test_stubs=False, allow_hosts=pytestconfig.stash[HOSTS_KEY]
+    )
     mock = FalMock(settings=settings, upstream=recorder_for(settings.record))
     stubs: list[Stub] = pytestconfig.stash[STUBS_KEY]
     mock.add_session_stubs(stubs)

@@ -14,10 +14,17 @@ a recorder that builds its own URLs instead of following the returned ones fails
   (``redirects`` maps names to a 302 ``Location``)
 - anything else: an image result ``{"images": [...], "seed": n, "prompt": ...}`` (its URL is
   on no media host, so a recording keeps it as it is)
+- hostile ones: ``fake/redirect`` (302 to ``/steal`` on another origin, ``localhost`` instead
+  of 127.0.0.1), ``fake/foreign-status`` (queue: status and result URLs on that other origin),
+  ``fake/huge`` (a 64 KiB JSON answer), ``fake/trickle`` (one byte every 50 ms for 5 s),
+  ``fake/leak`` (422 whose ``x-fal-error-type`` and body carry the Authorization it received,
+  its key, id and secret in every encoding of :func:`encodings`)
+- anything else: an image result ``{"images": [...], "seed": n, "prompt": ...}``
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import threading
@@ -25,6 +32,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
+from urllib.parse import quote, quote_plus
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
@@ -58,6 +66,18 @@ def _json(body: Any, status: int = 200, **headers: str) -> Response:
     return Response(json.dumps(body), status=status, content_type="application/json", headers=headers)
 
 
+def encodings(secret: str) -> list[str]:
+    """``secret`` as an upstream might echo it: cased, percent-encoded, inside base64."""
+    forms = [secret, secret.upper(), secret.lower(), secret.swapcase()]
+    forms += [quote(secret, safe=""), quote(secret, safe="").lower(), quote(quote(secret, safe=""), safe="")]
+    forms += [quote_plus(f"key {secret}"), "".join(f"%{b:02X}" for b in secret.encode())]
+    for prefix in ("", "a", "ab"):  # the three alignments of a substring in base64
+        for variant in (secret, secret.upper()):
+            data = f"{prefix}Key {variant}!".encode()
+            forms += [base64.b64encode(data).decode(), base64.urlsafe_b64encode(data).decode()]
+    return forms
+
+
 @dataclass
 class FakeFal:
     url: str = ""
@@ -85,6 +105,11 @@ class FakeFal:
         self._server.server_close()
         self._thread.join(5)
 
+    @property
+    def other_origin(self) -> str:
+        """The same server under another origin (``localhost`` instead of 127.0.0.1)."""
+        return self.url.replace("127.0.0.1", "localhost")
+
     def seen(self, host: Optional[str] = None) -> list[Seen]:
         return [r for r in self.requests if host is None or r.host == host]
 
@@ -109,6 +134,27 @@ class FakeFal:
             return _json(
                 {"images": images, "seed": next(self.seeds), "again": images[0]["url"] if images else None}
             )
+        if model == "fake/leak":
+            token = auth.split(" ", 1)[-1]
+            secrets = [token, *token.split(":", 1)]
+            body = {
+                "detail": [{"msg": form, form: [form]} for secret in secrets for form in encodings(secret)],
+                "authorization": auth,
+            }
+            return _json(body, 422, **{"x-fal-error-type": f"leaked {auth} / {quote(auth)}"})
+        if model == "fake/huge":
+            return _json({"blob": "x" * 65536})
+        if model == "fake/trickle":
+
+            def drip() -> Iterator[bytes]:
+                for _ in range(100):
+                    time.sleep(0.05)
+                    yield b" "
+                yield b"{}"
+
+            return Response(drip(), content_type="application/json")
+        if model == "fake/redirect":
+            return Response("", status=302, headers={"Location": f"{self.other_origin}/steal"})
         prompt = request_input.get("prompt", "") if isinstance(request_input, dict) else ""
         seed = next(self.seeds)
         image = {"url": f"https://images.example/fake/{seed}.png", "width": 512, "height": 512}
@@ -148,13 +194,15 @@ class FakeFal:
                 return _json({"status": state, "request_id": parts[1]}, 200 if state == "COMPLETED" else 202)
             return self._result(job.model, job.input, job.auth, job.query)
         model = "/".join(parts)
+        if model == "fake/redirect":
+            return Response("", status=302, headers={"Location": f"{self.other_origin}/steal"})
         if model == "fake/submit-error":
             return _json({"detail": [{"loc": ["body"], "msg": "field required", "type": "missing"}]}, 422)
         if model == "fake/server-error":
             return _json({"detail": "queue is down"}, 503)
         request_id = str(uuid.uuid4())
         self.jobs[request_id] = _Job(model, json.loads(body) if body else None, auth, query)
-        job_url = f"{self.url}/jobs/{request_id}"
+        job_url = f"{self.other_origin if model == 'fake/foreign-status' else self.url}/jobs/{request_id}"
         return _json(
             {
                 "request_id": request_id,

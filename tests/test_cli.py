@@ -209,6 +209,8 @@ def test_the_standalone_server_serves_realtime_fixtures(start: Start, tmp_path: 
         ),
         (["--port", "70000"], "--port must be 0-65535"),
         (["--record-media-max", "5 parsecs"], "--record-media-max: expected a size in bytes such as"),
+        (["--allow-host", "falmock:4005"], "--allow-host: 'falmock:4005' is not a host name"),
+        (["--host", ""], "--host must name an interface, e.g. 127.0.0.1"),
     ],
 )
 def test_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
@@ -453,3 +455,31 @@ def test_the_clock_moves_over_the_control_api_and_real_time_waits(start: Start, 
     assert http("POST", f"{real.url}/run/fal-ai/nap", {}).json == {"ok": 2}
     assert time.monotonic() - started >= 0.2
     assert real.control("POST", "advance", {"seconds": 0}).json["offset"] == 0
+
+
+def test_allow_host_names_a_host_the_server_answers(start: Start, fixtures: Path) -> None:
+    server = start("--fixtures", str(fixtures), "--allow-host", "falmock", "--quiet")
+    run = f"{server.url}/run/fal-ai/whisper"
+    assert http("POST", run, {}, headers={"Host": "falmock:4005"}).json == {"text": "hello"}
+    refused = http("POST", run, {}, headers={"Host": "rebind.evil.example"})
+    assert refused.status == 421
+    assert "Host 'rebind.evil.example' is not served" in refused.json["detail"]
+    assert "(now: falmock)" in refused.json["detail"]
+    assert server.stop()[0] == 0
+
+
+def test_binding_every_interface_warns_naming_the_risk(start: Start, fixtures: Path) -> None:
+    """Bound for a moment only; another machine would still need an allowed Host name."""
+    try:
+        server = start("--fixtures", str(fixtures), "--host", "0.0.0.0", "--quiet")
+    except pytest.fail.Exception as exc:  # pragma: no cover - a sandbox that forbids it
+        pytest.skip(f"cannot bind 0.0.0.0 here: {exc}")
+    port = server.url.rsplit(":", 1)[1].split("/", 1)[0]
+    assert http("GET", f"http://127.0.0.1:{port}/__falmock/health").json == {"status": "ok"}
+    code, err = server.stop()
+    assert code == 0
+    assert (
+        "fal-mock: warning: fal_mock is listening on every network interface (port "
+        f"{port}), not only on this machine" in err
+    )
+    assert "spend your fal credits" in err

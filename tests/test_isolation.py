@@ -6,6 +6,8 @@ import pytest
 from httpclient import http
 from inner_runs import QUIET
 
+from pytest_falmock import FalMock
+
 INNER = """
 import json, socket, time, urllib.request, urllib.error
 import pytest
@@ -64,13 +66,15 @@ def test_stuck_receiver_is_reported_as_failed(fal_mock):
 
 
 @pytest.mark.parametrize("host", ["queue.fal.run", "fal.run:443", "REST.FAL.AI"])
-def test_urls_never_point_at_fal_whatever_the_host_header(fal_mock, host: str) -> None:
-    fal_mock.on_queue("fal-ai/flux/dev", {})
-    env = http("POST", f"{fal_mock.url}/queue/fal-ai/flux/dev", {}, headers={"Host": host}).json
-    assert env["status_url"].startswith(fal_mock.url + "/queue/fal-ai/flux/requests/")
+def test_urls_never_point_at_fal_whatever_the_host_header(host: str) -> None:
+    with FalMock(allow_hosts=["queue.fal.run", "fal.run", "rest.fal.ai"]) as mock:
+        mock.on_queue("fal-ai/flux/dev", {})
+        env = http("POST", f"{mock.url}/queue/fal-ai/flux/dev", {}, headers={"Host": host}).json
+        assert env["status_url"].startswith(mock.url + "/queue/fal-ai/flux/requests/")
 
 
-def test_urls_follow_a_non_fal_host_header(fal_mock) -> None:
-    fal_mock.on_queue("fal-ai/flux/dev", {})
-    env = http("POST", f"{fal_mock.url}/queue/fal-ai/flux/dev", {}, headers={"Host": "falmock:4005"}).json
-    assert env["status_url"].startswith("http://falmock:4005/fal/queue/")
+def test_urls_follow_an_allowed_non_fal_host_header() -> None:
+    with FalMock(allow_hosts=["falmock"]) as mock:
+        mock.on_queue("fal-ai/flux/dev", {})
+        env = http("POST", f"{mock.url}/queue/fal-ai/flux/dev", {}, headers={"Host": "falmock:4005"}).json
+        assert env["status_url"].startswith("http://falmock:4005/fal/queue/")

@@ -15,6 +15,7 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import fal_client
 import httpx
@@ -63,8 +64,9 @@ def check_multipart_upload(mock: FalMock, url: str, data: bytes) -> None:
     parts = mock.requests[2:13]
     assert sorted(int(r.path.rsplit("/", 1)[1]) for r in parts) == list(range(1, 12))
     assert all(r.path.startswith(url.removeprefix(mock.base_url) + "/multipart/") for r in parts)
-    # the ten 10 MiB parts were spooled to disk and are journaled as a prefix; the last is 1 MiB
-    assert sorted(len(r.body) for r in parts) == [64 * 1024] * 10 + [MiB]
+    # every part is journaled as a 64 KiB prefix (Settings.journal_body); the ten 10 MiB ones
+    # were spooled to disk, the last (1 MiB) was not
+    assert sorted(len(r.body) for r in parts) == [64 * 1024] * 11
 
 
 def test_fal_client_uploads_101_mib_in_parts(fal_mock: FalMock, big: bytes) -> None:
@@ -238,9 +240,9 @@ def _target(fd: Path) -> str:
 # -- big bodies on the wire -------------------------------------------------------------------------
 def test_a_chunked_body_past_the_spool_threshold_arrives_whole(fal_mock: FalMock) -> None:
     data = os.urandom(5 * MiB + 3)
-    sent = request(
-        "PUT", "/fal/files/f00d/blob.bin", [("Transfer-Encoding", "chunked")], chunked(data, 2 * MiB)
-    )
+    initiate = request("POST", "/fal/rest/storage/upload/initiate", [], b'{"file_name": "blob.bin"}')
+    path = urlsplit(exchange(fal_mock.port, initiate)[0].json["upload_url"]).path
+    sent = request("PUT", path, [("Transfer-Encoding", "chunked")], chunked(data, 2 * MiB))
     (answer,) = exchange(fal_mock.port, sent)
     assert answer.status == 200
     (upload,) = fal_mock.uploads

@@ -4,54 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 import pytest
+from conftest import KEY, Make
 from fake_fal_upstream import FakeFal
 from httpclient import http
 
 from pytest_falmock import FalMock
 from pytest_falmock._constants import DUMMY_FAL_KEY, REDACTED
-from pytest_falmock._record import Recorder, UpstreamError, recorder_for
+from pytest_falmock._record import Recorder, UpstreamError
 from pytest_falmock._secrets import Credentials
-from pytest_falmock._settings import Settings, record_settings
-
-KEY = "fk-abcdef123456:s3cr3t-value-9876543210"
-Make = Callable[..., FalMock]
-
-
-@pytest.fixture
-def target(tmp_path: Path) -> Path:
-    return tmp_path / "fixtures" / "fal.json"
-
-
-@pytest.fixture
-def make(fake: FakeFal, target: Path) -> Iterator[Make]:
-    """``make(mode="new", upstream=fake.url, key=KEY, **settings)``: a started, recording FalMock."""
-    mocks: list[FalMock] = []
-
-    def build(
-        mode: str = "new", upstream: Optional[str] = "fake", key: Optional[str] = KEY, **kw: Any
-    ) -> FalMock:
-        settings = record_settings(
-            mode,
-            [target],
-            fake.url if upstream == "fake" else upstream,
-            where="test",
-            fixtures_option="--fal-fixtures",
-            credentials=Credentials.from_env({"FAL_KEY": key} if key else {}),
-        )
-        if kw:
-            settings = type(settings)(**{**settings.__dict__, **kw})
-        mock = FalMock(settings=Settings(record=settings), upstream=recorder_for(settings))
-        if target.exists():
-            mock.load_fixtures(target)
-        mocks.append(mock.start())
-        return mock
-
-    yield build
-    for mock in mocks:
-        mock.stop()
 
 
 def document(path: Path) -> Any:

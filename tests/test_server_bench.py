@@ -38,6 +38,8 @@ def test_latency_memory_and_fal_client_sections_run(bench: ModuleType) -> None:
     p50_small, p99_small, p50, p99 = bench.poll_latency(jobs=300, polls=50)
     assert 0 < p50_small <= p99_small
     assert 0 < p50 <= p99
+    p50_bound, p99_bound = bench.submit_at_bound(jobs=200, submits=30)
+    assert 0 < p50_bound <= p99_bound
     jobs_only, with_journal = bench.memory_per_job(200)
     assert 0 < jobs_only < with_journal
     assert bench.fal_client_loop(0.05) > 0
@@ -55,6 +57,7 @@ def test_the_table_lists_each_section(bench: ModuleType, capsys: pytest.CaptureF
     table = capsys.readouterr().out
     assert "| 4. status poll p50 / p99, 200 jobs stored" in table
     assert "| 4. memory per stored job" in table
+    assert "| 4. submit p50 / p99, store full of 200 pending jobs" in table
     assert "Machine: " in table
 
 

@@ -8,6 +8,7 @@ import os
 import socket
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from rawhttp import chunked, exchange, parse_responses, read_until_close, request
@@ -253,22 +254,31 @@ def test_a_streamed_status_waits_on_the_wall_clock_without_virtual_time(fal_mock
 # -- protocol errors --------------------------------------------------------------------------
 PROTOCOL_ERRORS = {
     "not HTTP": (b"GARBAGE\r\n\r\n", 400),
-    "bad method": (b"G(T / HTTP/1.1\r\n\r\n", 400),
+    "bad method": (b"G(T / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400),
     "bad version": (b"GET / HTTX/1.1\r\n\r\n", 400),
     "HTTP/2": (b"GET / HTTP/2.0\r\n\r\n", 505),
-    "header without colon": (b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", 400),
-    "space in header name": (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
-    "folded header": (b"GET / HTTP/1.1\r\nX: a\r\n  b\r\n\r\n", 400),
-    "bad length": (b"POST /fal/x HTTP/1.1\r\nContent-Length: 1x\r\n\r\n", 400),
-    "negative length": (b"POST /fal/x HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
-    "two lengths": (b"POST /fal/x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),
-    "gzip coding": (b"POST /fal/x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
-    "bad chunk size": (b"POST /fal/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
-    "chunk without CRLF": (b"POST /fal/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n", 400),
-    "too many headers": (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
-    "huge request line": (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
-    "huge header": (b"GET / HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", 431),
-    "endless head": (b"GET / HTTP/1.1\r\n" + b"X: " + b"a" * 80_000, 431),
+    "header without colon": (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nNoColon\r\n\r\n", 400),
+    "space in header name": (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Name: x\r\n\r\n", 400),
+    "folded header": (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: a\r\n  b\r\n\r\n", 400),
+    "bad length": (b"POST /fal/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1x\r\n\r\n", 400),
+    "negative length": (b"POST /fal/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -1\r\n\r\n", 400),
+    "two lengths": (
+        b"POST /fal/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        400,
+    ),
+    "gzip coding": (b"POST /fal/x HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    "bad chunk size": (
+        b"POST /fal/x HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        400,
+    ),
+    "chunk without CRLF": (
+        b"POST /fal/x HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n",
+        400,
+    ),
+    "too many headers": (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
+    "huge request line": (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 414),
+    "huge header": (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+    "endless head": (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X: " + b"a" * 80_000, 431),
 }
 
 
@@ -335,6 +345,7 @@ def test_dispatch_delegates_to_the_one_request_path() -> None:
         mock.on_stream("fal-ai/llm", EVENTS)
         client = Client(Request.application(mock._server.dispatch))
 
+        mock._server.allowed_hosts = frozenset({"h"})  # as FalMock(allow_hosts=["h"]) does
         submitted = client.post(f"/fal/queue/{FLUX}?a=1", json={"prompt": "p"}, headers={"Host": "h:1"})
         assert submitted.status_code == 200
         assert submitted.headers[CORS.title()] == "*"
@@ -378,13 +389,12 @@ def test_a_large_upload_arrives_whole_and_is_served_back_whole(fal_mock: FalMock
     data = os.urandom(5 * 1024 * 1024 + 7)
     conn = http.client.HTTPConnection("127.0.0.1", fal_mock.port, timeout=30)
     try:
-        conn.request("PUT", "/fal/files/big/blob.bin", data, {"Content-Type": "application/octet-stream"})
+        conn.request("POST", "/fal/rest/storage/upload/initiate", '{"file_name": "blob.bin"}', dict(QUEUE))
+        path = urlsplit(json.loads(conn.getresponse().read())["upload_url"]).path
+        conn.request("PUT", path, data, {"Content-Type": "application/octet-stream"})
         response = conn.getresponse()
-        assert (response.status, json.loads(response.read())["file_url"].endswith("/big/blob.bin")) == (
-            200,
-            True,
-        )
-        conn.request("GET", "/fal/files/big/blob.bin")
+        assert (response.status, json.loads(response.read())["file_url"].endswith("/blob.bin")) == (200, True)
+        conn.request("GET", path)
         response = conn.getresponse()
         assert response.getheader("Content-Length") == str(len(data))
         assert response.read() == data

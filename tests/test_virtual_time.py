@@ -26,6 +26,7 @@ from pytest_falmock._clock import Clock
 from pytest_falmock._virtual_time import PollerAbandoned, VirtualTime
 
 SLOW = "fal-ai/slow"
+JSON_BODY = {"Content-Type": "application/json"}  # the control API takes JSON only
 POLL_INTERVAL = 0.1  # fal_client's DEFAULT_QUEUE_POLL_INTERVAL
 REAL_SLEEP, REAL_ASYNC_SLEEP, REAL_WAIT_FOR = time.sleep, asyncio.sleep, asyncio.wait_for
 
@@ -222,7 +223,7 @@ def test_advance_over_the_control_api(fal_mock: FalMock) -> None:
 )
 def test_advance_over_the_control_api_rejects_a_bad_body(fal_mock: FalMock, body: bytes, detail: str) -> None:
     offset = fal_mock.clock.offset
-    answer = http("POST", f"{fal_mock.base_url}/__falmock/advance", raw=body)
+    answer = http("POST", f"{fal_mock.base_url}/__falmock/advance", raw=body, headers=JSON_BODY)
     assert answer.status == 400
     assert detail in answer.json["detail"]
     assert fal_mock.clock.offset == offset

@@ -204,6 +204,34 @@ def test_receiver_errors_are_recorded_with_their_status(fal_mock: FalMock, recei
     assert [(d.outcome, d.status_code, d.error) for d in fal_mock.webhooks] == [("delivered", 500, None)]
 
 
+@pytest.mark.parametrize("where", ["/stolen", f"http://{BLOCKED_HOST}/stolen"])
+def test_a_redirect_is_the_delivery_s_status_never_followed(
+    fal_mock: FalMock, receiver: HTTPServer, lookups: list[str], where: str
+) -> None:
+    location = receiver.url_for(where) if where.startswith("/") else where
+    receiver.expect_request("/moved").respond_with_data("", status=302, headers={"Location": location})
+    receiver.expect_request("/stolen").respond_with_json({"stolen": True})
+    fal_mock.on_queue(FLUX, {"n": 1})
+
+    fal_client.submit(FLUX, {}, webhook_url=receiver.url_for("/moved"))
+
+    assert [(d.outcome, d.status_code, d.error) for d in fal_mock.webhooks] == [("delivered", 302, None)]
+    assert [request.path for request, _ in receiver.log] == ["/moved"]
+    assert BLOCKED_HOST not in lookups
+
+
+@pytest.mark.filterwarnings("ignore::pytest_falmock.FalMockWarning")
+@pytest.mark.parametrize("host", ["evil.localhost", "localhost.evil.example", "127.0.0.1.nip.io"])
+def test_only_loopback_literals_and_localhost_count_as_loopback(
+    fal_mock: FalMock, lookups: list[str], host: str
+) -> None:
+    fal_mock.on_queue(FLUX, {"n": 1})
+    fal_client.submit(FLUX, {}, webhook_url=f"http://{host}:9/hook")
+
+    assert [d.outcome for d in fal_mock.webhooks] == ["blocked"]
+    assert host not in lookups  # decided without resolving the name
+
+
 def test_unreachable_receiver_is_recorded_as_failed(fal_mock: FalMock) -> None:
     with socket.socket() as sock:  # a loopback port with nothing listening
         sock.bind(("127.0.0.1", 0))
