@@ -549,7 +549,7 @@ class FastServer(ThreadedWSGIServer):
                         if key.fileobj is listener:
                             self._accept()
                         elif key.data is guard:
-                            guard.drain(key.fileobj, selector)
+                            guard.drain(key.fileobj, selector)  # type: ignore[arg-type]
                     now = time.monotonic()
                     if listening and guard.paused_until > now:  # out of descriptors: back off
                         selector.unregister(listener)

@@ -26,7 +26,7 @@ from ._net import exposure_warning
 from ._payloads import constant, file_renderer, image_renderer, json_ready
 from ._realtime import realtime_answer, realtime_error, websocket_answer
 from ._routing import JournalRoute
-from ._server import FalMockServer, default_limits
+from ._server import FalMockServer
 from ._settings import Settings, marker_overrides, queue_config
 from ._signing import WebhookSigner
 from ._stores import Stores
@@ -144,7 +144,7 @@ class FalMock:
             host,
             port,
             max_body=self._defaults.max_body,
-            limits=default_limits(self._defaults),
+            limits=self._defaults.connection_limits,
             allow_hosts=self._defaults.allow_hosts,
         )
 

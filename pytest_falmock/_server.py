@@ -79,14 +79,6 @@ _c_encode: Optional[Callable[[Any, int], Iterable[str]]] = (
 )
 
 
-def default_limits(settings: Optional[Settings] = None) -> ConnectionLimits:
-    """The connection bounds of ``settings`` (the defaults when None)."""
-    settings = settings or Settings()
-    return ConnectionLimits(
-        settings.header_timeout, settings.body_timeout, settings.idle_timeout, settings.max_connections
-    )
-
-
 def encode(body: Any) -> bytes:
     """Compact UTF-8 JSON, as fal sends it (what ``json.dumps(..., ensure_ascii=False)`` gives)."""
     if _c_encode is None:  # pragma: no cover - CPython always has the C accelerator
@@ -120,7 +112,7 @@ class FalMockServer(HTTPServerBase):
         self.handlers = dict(handlers)
         self.rejected = rejected
         self.max_body = max_body
-        self.limits = limits or default_limits()
+        self.limits = limits or Settings().connection_limits
         bound = host_name(host)
         if bound is None or bound in _WILDCARDS or is_loopback_host(bound):
             bound = None  # a wildcard names no host; a loopback one is served anyway

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from ._errors import FalMockUsageError
+from ._http_limits import ConnectionLimits
 from ._jobs import QueueConfig
 from ._net import host_name
 from ._secrets import Credentials
@@ -128,6 +129,13 @@ class Settings:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         object.__setattr__(self, "allow_hosts", allowed_hosts(self.allow_hosts, "allow_hosts"))
+
+    @property
+    def connection_limits(self) -> ConnectionLimits:
+        """The bounds the HTTP server keeps on connections (:mod:`._http_limits`)."""
+        return ConnectionLimits(
+            self.header_timeout, self.body_timeout, self.idle_timeout, self.max_connections
+        )
 
     def override(self, **changes: Any) -> Settings:
         """A copy with per-test ``changes`` (already validated) applied."""

@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from .._http import FastServer
 from .._http_wire import HttpRequest, HttpResponse, header_lines
+from .._settings import Settings
 from .._urls import PREFIX
 from ._redirect import ClientRedirect
 
@@ -117,7 +118,8 @@ class Guard:
         """The server's root URL; starts the server on first use."""
         with self._lock:
             if self._server is None:
-                server = FastServer("127.0.0.1", 0, self, [("Server", "fal_mock-guard")])
+                limits = Settings().connection_limits
+                server = FastServer("127.0.0.1", 0, self, [("Server", "fal_mock-guard")], limits)
                 thread = threading.Thread(target=server.serve_forever, daemon=True, name="fal_mock-guard")
                 thread.start()
                 self._server, self._thread = server, thread
@@ -148,10 +150,10 @@ class Guard:
     def respond(self, request: HttpRequest) -> HttpResponse:
         return self._refuse(GuardedCall(request.method, fal_url(request)))
 
-    def too_large(self, length: Optional[int]) -> HttpResponse:
+    def too_large(self, length: Optional[int], path: Optional[str] = None) -> HttpResponse:
         return self._refuse(GuardedCall("POST", "(a large upload)"), close=True)
 
-    def protocol_error(self, status: int, message: str) -> HttpResponse:
+    def protocol_error(self, status: int, message: str, path: Optional[str] = None) -> HttpResponse:
         return self._refuse(GuardedCall("?", f"(a request that is not valid HTTP: {message})"), close=True)
 
     def report(self, exc: BaseException) -> None:
