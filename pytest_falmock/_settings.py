@@ -59,12 +59,11 @@ class RecordSettings:
     upstream: Optional[str] = None
     credentials: Credentials = field(default_factory=Credentials)
     target_existed: bool = False
-    request_timeout: float = RECORD_REQUEST_TIMEOUT
+    request_timeout: float = RECORD_REQUEST_TIMEOUT  # per upstream request, in all
+    max_answer: int = DEFAULT_MAX_BODY  # the largest upstream answer body recorded (502 beyond)
     walk_timeout: float = RECORD_WALK_TIMEOUT
     #: Media files up to this size are downloaded next to the fixture file (0: none are).
     media_max: int = RECORD_MEDIA_MAX
-    #: Largest upstream answer body recorded (502 beyond).
-    max_answer: int = DEFAULT_MAX_BODY
 
     @property
     def recording(self) -> bool:
