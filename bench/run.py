@@ -1,6 +1,6 @@
 """pytest-falmock benchmark: prints a table (see bench/README.md).
 
-    python bench/run.py [--duration 5] [--rounds 2] [--tests 1000] [--jobs 10000] [--no-aimock]
+    python bench/run.py [--duration 5] [--rounds 3] [--tests 1000] [--jobs 10000] [--no-aimock]
 
 1. full queue cycles/s (submit -> status -> result) from one keep-alive ``http.client``
    connection: against fal_mock in-process (as the pytest fixture runs it), fal_mock as a

@@ -2,7 +2,7 @@
 
 Everything time-based in the engine (job latency, run and stream latency, log timestamps)
 reads this clock, never ``time.time()`` directly. The offset only grows: the patched
-clients' sleeps (``_virtual_time.py``), a run's latency under virtual time and
+clients' sleeps (``_clients/_virtual_time.py``), a run's latency under virtual time and
 :meth:`Clock.advance` (``fal_mock.advance()``, ``POST /__falmock/advance``) add to it, while
 real time keeps flowing underneath, so an app's own ``time.sleep`` still moves the clock.
 """

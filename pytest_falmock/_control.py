@@ -24,8 +24,8 @@ from typing import Any, Callable, Protocol, Sequence, Union
 from ._clock import Clock
 from ._fixture_files import FixtureFileError
 from ._journal import FalRequest, UnmatchedRequest
+from ._operation import Operation, Route
 from ._reply import Reply
-from ._routing import Operation, Route
 
 
 class Controlled(Protocol):

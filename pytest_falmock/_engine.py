@@ -26,8 +26,8 @@ from ._constants import (
 from ._headers import Headers, accepts_event_stream
 from ._jobs import Job
 from ._journal import FalRequest, UnmatchedRequest
+from ._operation import Operation, Route, RouteError
 from ._reply import Reply, detail
-from ._routing import Operation, Route, RouteError
 from ._secrets import redact_query
 from ._settings import Settings
 from ._storage import Storage

@@ -64,7 +64,7 @@ class HttpRequest:
 
 
 class HttpResponse:
-    """What a :class:`._http.Responder` answers: a status, header lines and a body or a stream.
+    """What a :class:`._http_connection.Responder` answers: a status, header lines and a body or a stream.
 
     ``head`` holds complete header lines (``"Name: value\r\n"`` each); the server adds the
     status line, ``Date``, the framing (``Content-Length`` or chunking) and ``Connection``.

@@ -29,8 +29,8 @@ import msgpack
 from ._constants import REQUEST_ID_HEADER
 from ._headers import Headers
 from ._journal import FalRequest, UnmatchedRequest
+from ._operation import REALTIME_PATH, EventRoute, Operation
 from ._reply import Message, Outgoing, Reply
-from ._routing import REALTIME_PATH, EventRoute, Operation
 from ._secrets import redact_query
 from ._stores import Stores
 from ._stubs import SocketAnswer, Stub, summarize

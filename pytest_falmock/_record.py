@@ -34,10 +34,10 @@ from ._constants import (
 from ._engine import new_request_id
 from ._fixture_files import FixtureFileError, parse_entry
 from ._net import AnswerTooLarge, fetch, foreign_page, origin
+from ._operation import Operation
 from ._record_media import MediaRecorder
 from ._recording_file import FixtureWriter
 from ._reply import Reply
-from ._routing import Operation
 from ._secrets import Redactor, secret_parts
 from ._settings import RecordSettings
 from ._stubs import Kind, Stub

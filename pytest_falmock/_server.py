@@ -37,8 +37,8 @@ from ._http import FastServer
 from ._http_limits import ConnectionLimits
 from ._http_wire import HttpRequest, HttpResponse, HttpUpgrade, header_lines
 from ._net import foreign_page, host_name, host_of, is_loopback_host
+from ._operation import ROUTES, Operation, Route, RouteError, parse_query
 from ._reply import JSON, Reply
-from ._routing import ROUTES, Operation, Route, RouteError
 from ._settings import DEFAULT_MAX_BODY, Settings
 from ._websocket import GOING_AWAY
 
@@ -92,7 +92,7 @@ def _sse(events: Iterator[Any]) -> Iterator[bytes]:
 
 
 class FalMockServer(HTTPServerBase):
-    """Serves every route of :data:`._routing.ROUTES` from ``handlers``."""
+    """Serves every route of :data:`._operation.ROUTES` from ``handlers``."""
 
     def __init__(
         self,
@@ -163,7 +163,7 @@ class FalMockServer(HTTPServerBase):
         """Open client connections (0 when stopped)."""
         return self._http.connection_count if self._http is not None else 0
 
-    # -- the request path (:class:`._http.Responder`) -----------------------------------------
+    # -- the request path (:class:`._http_connection.Responder`) -----------------------------------------
     def respond(self, request: HttpRequest) -> HttpResponse:
         try:
             control = routing.is_control(request.path)
@@ -242,7 +242,7 @@ class FalMockServer(HTTPServerBase):
             )
         except RouteError as error:
             if not error.control:
-                query = routing.parse_query(request.query)
+                query = parse_query(request.query)
                 self.rejected(request.method, request.path, query, headers, error, request.body)
             reply = Reply(error.status, error.body)
             if error.allow:

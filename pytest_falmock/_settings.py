@@ -88,7 +88,7 @@ class Settings:
     #: Deliver webhooks to non-loopback URLs too.
     allow_remote_webhooks: bool = False
     #: The patched clients' waits and run/stream latency advance the mock's clock instead of
-    #: waiting (``_virtual_time.py``); False waits on the wall clock.
+    #: waiting (``_clients/_virtual_time.py``); False waits on the wall clock.
     virtual_time: bool = True
     #: The ``on_*`` helpers may register per-test stubs now. The plugin's session mock is
     #: created with False and every ``fal_mock`` test switches it on, so a stub registered

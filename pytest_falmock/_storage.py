@@ -30,8 +30,8 @@ from typing import Callable
 from ._blob import BytesBlob
 from ._files import FileEntry, FileKey, MultipartError, new_file_id, safe_name
 from ._media import MediaSpec, MediaUnavailable, generate
+from ._operation import Operation, Route
 from ._reply import Reply, detail
-from ._routing import Operation, Route
 from ._stores import Stores
 from ._urls import GENERATED, file_url, generated_url, multipart_url, service_url
 

@@ -10,7 +10,7 @@ from httpclient import http
 
 from pytest_falmock import FalMock, FalMockUsageError
 from pytest_falmock._jobs import QueueConfig
-from pytest_falmock._routing import ROUTES
+from pytest_falmock._operation import ROUTES
 from pytest_falmock._server import FalMockServer
 from pytest_falmock._settings import Settings
 

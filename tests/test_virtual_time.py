@@ -22,8 +22,8 @@ from httpclient import http
 
 from pytest_falmock import FalClientPatchError, FalMock
 from pytest_falmock._clients import ClientRedirect
+from pytest_falmock._clients._virtual_time import PollerAbandoned, VirtualTime
 from pytest_falmock._clock import Clock
-from pytest_falmock._virtual_time import PollerAbandoned, VirtualTime
 
 SLOW = "fal-ai/slow"
 JSON_BODY = {"Content-Type": "application/json"}  # the control API takes JSON only

@@ -7,7 +7,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if TYPE_CHECKING:
-    from .._virtual_time import VirtualTime
+    from ._virtual_time import VirtualTime
 
 #: Seconds a test's redirect waits, when undone, for work left on fal_client's executor.
 SETTLE_TIMEOUT = 5.0

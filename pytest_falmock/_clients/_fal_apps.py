@@ -58,7 +58,7 @@ def redirect(module: ModuleType, target: Target, patches: Patches) -> None:
         raise target.missing(NAME, missing, PACKAGE, DISTRIBUTION)
     replacements: dict[str, Any] = urls(target.base_url)
     if target.virtual is not None:
-        from .._virtual_time import missing_waits
+        from ._virtual_time import missing_waits
 
         waits = missing_waits(module, WAITS)
         if waits:

@@ -4,7 +4,7 @@ The URL constants of ``fal_client.client`` are read at call time: pointing them 
 redirects runs, queue calls, streams, uploads (REST token, CDN) and realtime (token, WebSocket).
 In a test, the executor is tracked, the mock-bound sync client is kept for the next test of the
 same mock, and with the mock's clock the module's ``time``/``asyncio`` waits are virtual
-(``_virtual_time.py``).
+(``_clients/_virtual_time.py``).
 The credential lookups the module imported (``fetch_auth_credentials`` and friends) answer the
 redirect's key, so no lookup ever reads a login token or refreshes one over the network; the
 cached ``_auth``/``_client``/``_token_manager`` of the module-level clients are dropped so they
@@ -71,7 +71,7 @@ def redirect(module: ModuleType, target: Target, patches: Patches) -> None:
 
     executor_here = has_executor(module)
     if target.virtual is not None:
-        from .._virtual_time import missing_waits
+        from ._virtual_time import missing_waits
 
         waits = missing_waits(module) + ([] if executor_here else ["EXECUTOR"])
         if waits:

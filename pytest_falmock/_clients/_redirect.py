@@ -21,7 +21,7 @@ from ._patches import LOOPBACK_HOSTS, Patches
 
 if TYPE_CHECKING:
     from .._clock import Clock
-    from .._virtual_time import VirtualTime
+    from ._virtual_time import VirtualTime
 
 #: The client modules a redirect patches, and how.
 ADAPTERS = {_fal_client.NAME: _fal_client.redirect, _fal_apps.NAME: _fal_apps.redirect}
@@ -195,7 +195,7 @@ class ClientRedirect:
                 self._patches.env(variable, value)
             self._patches.bypass_proxies(self._bypass)
             if self._clock is not None:
-                from .._virtual_time import VirtualTime
+                from ._virtual_time import VirtualTime
 
                 self._virtual = VirtualTime(self._clock)
                 self._patches.before_undo(self._virtual.close)  # a poller parked at its timeout stops

@@ -28,7 +28,7 @@ import weakref
 from types import ModuleType
 from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
 
-from ._clock import Clock
+from .._clock import Clock
 
 T = TypeVar("T")
 #: Real seconds a poller waits for its waiter: to set its deadline before the poller starts
