@@ -122,6 +122,8 @@ class FalMockServer(HTTPServerBase):
         #: Unexpected exceptions raised while serving (reported at test teardown).
         self.internal_errors: list[str] = []
         self._http: Optional[FastServer] = None
+        #: ``url_for("")`` costs an IPv6 parse: asked every test, it is made when the port is known.
+        self._base_url = self.url_for("").rstrip("/")
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -131,6 +133,7 @@ class FalMockServer(HTTPServerBase):
         server = FastServer(self.host, self.port, self, SERVER_HEADERS, self.limits)
         self.server = self._http = server
         self.port = server.port
+        self._base_url = self.url_for("").rstrip("/")
         self.server_thread = threading.Thread(target=self.thread_target, daemon=True, name="fal_mock-server")
         self.server_thread.start()
 
@@ -151,7 +154,7 @@ class FalMockServer(HTTPServerBase):
 
     @property
     def base_url(self) -> str:
-        return self.url_for("").rstrip("/")
+        return self._base_url
 
     def close_websockets(self) -> None:
         """Close every open WebSocket connection (1001 going away), e.g. at the end of a test."""

@@ -9,7 +9,6 @@ overrides that :meth:`~pytest_falmock.FalMock.reset` drops.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,11 +136,17 @@ class Settings:
         )
 
     def override(self, **changes: Any) -> Settings:
-        """A copy with per-test ``changes`` (already validated) applied."""
+        """A copy with per-test ``changes`` (already validated) applied.
+
+        Every ``fal_mock`` test makes one: the session fields were validated when this value
+        was made, so they are copied as they are rather than checked again.
+        """
         fixed = sorted(set(changes) - set(PER_TEST))
         if fixed:
             raise FalMockUsageError(f"{fixed[0]} is a session setting; it cannot change per test")
-        return dataclasses.replace(self, **changes)
+        copy = object.__new__(Settings)
+        copy.__dict__.update(self.__dict__, **changes)
+        return copy
 
 
 #: The fields a test may override (markers, ``fal_mock.queue()``, the fixture).

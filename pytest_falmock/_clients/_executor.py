@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 SETTLE_TIMEOUT = 5.0
 
 
-class TrackingExecutor(concurrent.futures.ThreadPoolExecutor):
+class TrackingExecutor(concurrent.futures.Executor):
     """Stands in for ``fal_client.client.EXECUTOR`` during a test and remembers what it ran.
 
     A sync ``subscribe(client_timeout=...)`` runs on that executor and, when the timeout
@@ -22,28 +22,46 @@ class TrackingExecutor(concurrent.futures.ThreadPoolExecutor):
     into the next test or retrying against a stopped server at interpreter exit. Under
     ``virtual`` time the futures' timeouts run on the mock's clock (and such a poller stops at
     the timeout).
+
+    Every ``fal_mock`` test installs one, and most never submit anything: the thread pool is
+    made on the first :meth:`submit`.
     """
 
     def __init__(self, virtual: Optional[VirtualTime] = None) -> None:
-        super().__init__(thread_name_prefix="fal_mock-fal_client")
+        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._futures: list[concurrent.futures.Future[Any]] = []
-        self._futures_lock = threading.Lock()
+        self._lock = threading.Lock()
         self._virtual = virtual
+        self._shut_down = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        with self._lock:
+            if self._shut_down:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="fal_mock-fal_client")
+            pool = self._pool
         if self._virtual is not None:
-            future = self._virtual.submit(super().submit, fn, *args, **kwargs)
+            future = self._virtual.submit(pool.submit, fn, *args, **kwargs)
         else:
-            future = super().submit(fn, *args, **kwargs)
-        with self._futures_lock:
+            future = pool.submit(fn, *args, **kwargs)
+        with self._lock:
             self._futures.append(future)
         return future
 
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shut_down = True
+            pool = self._pool
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
     def settle(self, timeout: float = SETTLE_TIMEOUT) -> None:
         """Wait (up to ``timeout`` seconds) for everything submitted, then release the threads."""
-        with self._futures_lock:
+        with self._lock:
             futures = list(self._futures)
-        concurrent.futures.wait(futures, timeout=timeout)
+        if futures:
+            concurrent.futures.wait(futures, timeout=timeout)
         self.shutdown(wait=False, cancel_futures=True)
 
 
