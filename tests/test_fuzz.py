@@ -296,10 +296,15 @@ def test_random_bytes_never_crash_or_hang_the_server(mock: FalMock) -> None:
         data=st.one_of(
             st.binary(min_size=1, max_size=400),
             st.builds(
-                lambda a, b: b"GET /fal/" + a + b" HTTP/1.1\r\n" + b + b"\r\n\r\n", st.binary(), st.binary()
+                lambda a, b: b"GET /fal/" + a + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b + b"\r\n\r\n",
+                st.binary(),
+                st.binary(),
             ),
             st.builds(
-                lambda b: b"POST /fal/run/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b, st.binary()
+                lambda b: (
+                    b"POST /fal/run/x HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b
+                ),
+                st.binary(),
             ),
         )
     )
@@ -314,7 +319,8 @@ def test_random_bytes_never_crash_or_hang_the_server(mock: FalMock) -> None:
 
 FOUND = {
     "unbalanced bracket in x-fal-target-url": (
-        b"GET /fal/x HTTP/1.1\r\nx-fal-target-url: https://[::1/\r\nConnection: close\r\n\r\n",
+        b"GET /fal/x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"x-fal-target-url: https://[::1/\r\nConnection: close\r\n\r\n",
         400,
     ),
     "unbalanced bracket in the target": (

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from typing import Any
 
 import fal_client
@@ -151,10 +150,8 @@ def test_delivery_runs_on_a_background_thread(fal_mock: FalMock, receiver: HTTPS
 
     receiver.expect_request("/slow-hook", method="POST").respond_with_handler(hold)
     fal_mock.on_queue(FLUX, {"n": 1})
-    started = time.monotonic()
     fal_client.submit(FLUX, {}, webhook_url=receiver.url_for("/slow-hook"))
-    assert time.monotonic() - started < 2
-    submitted.set()
+    submitted.set()  # a delivery made inside submit would have given up waiting for this
 
     assert [(d.outcome, d.status_code) for d in fal_mock.webhooks] == [("delivered", 200)]
     assert seen == [True]
