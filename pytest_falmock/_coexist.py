@@ -13,22 +13,10 @@ from typing import Any, Callable, Optional
 
 import pytest
 
+from ._versions import installed_version
+
 #: pytest-httpx versions whose ``httpx_mock`` marker takes ``should_mock``.
 SHOULD_MOCK_SINCE = (0, 33)
-
-
-def _httpx_mock_version() -> Optional[tuple[int, ...]]:
-    from importlib import metadata
-
-    try:
-        text = metadata.version("pytest-httpx")
-    except metadata.PackageNotFoundError:
-        return None
-    parts = []
-    for piece in text.split(".")[:2]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
 
 
 def spare_fal_mock(items: list[pytest.Item], is_fal_mock_url: Callable[[Any], bool]) -> None:
@@ -42,7 +30,7 @@ def spare_fal_mock(items: list[pytest.Item], is_fal_mock_url: Callable[[Any], bo
     ]
     if not both:
         return
-    version = _httpx_mock_version()
+    version = installed_version("pytest-httpx", 2)
     if version is None or version < SHOULD_MOCK_SINCE:
         return
     for item in both:

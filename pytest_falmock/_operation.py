@@ -50,7 +50,6 @@ ROUTES: tuple[Route, ...] = get_args(Route)
 #: Journal-only routes: records of what is not an HTTP request (a message received on a
 #: WebSocket connection). Routing never produces them, so they need no handler.
 EventRoute = Literal["realtime.message"]
-EVENT_ROUTES: tuple[EventRoute, ...] = get_args(EventRoute)
 #: Every ``route`` a journal record can carry.
 JournalRoute = Union[Route, EventRoute]
 #: The endpoint path ``fal_client.realtime()`` and ``fal.realtime.connect()`` add to the model.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import Any
 
 import fal_client
@@ -11,6 +12,7 @@ import respx
 from pytest_httpx import HTTPXMock
 
 from pytest_falmock import FalMock
+from pytest_falmock._versions import installed_version
 
 MODEL = "fal-ai/fast-sdxl"
 
@@ -68,3 +70,17 @@ def test_respx_with_the_one_documented_line(respx_mock: respx.MockRouter, fal_mo
 
     assert weather.call_count == 1
     assert [r.route for r in fal_mock.requests] == ["run"]
+
+
+def test_installed_versions_are_read_by_their_leading_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    versions = {"fal-client": "1.0.3rc1", "pytest-httpx": "0.33.dev0"}
+
+    def version(name: str) -> str:
+        if name not in versions:
+            raise metadata.PackageNotFoundError(name)
+        return versions[name]
+
+    monkeypatch.setattr(metadata, "version", version)
+    assert installed_version("fal-client") == (1, 0, 3)
+    assert installed_version("pytest-httpx", 2) == (0, 33)
+    assert installed_version("respx") is None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .._constants import DUMMY_FAL_KEY
 from .._urls import service_url, websocket_url
+from .._versions import installed_version
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -31,8 +32,6 @@ DISTRIBUTION = "fal-client"
 REQUIRED = ("RUN_URL_FORMAT", "QUEUE_URL_FORMAT", "CDN_URL", "REALTIME_URL_FORMAT")
 #: ``REST_URL`` (uploads, realtime tokens) exists from this version on.
 REST_URL_SINCE = (0, 5, 9)
-#: Credential lookups imported into ``fal_client.client`` (which ones depends on the version).
-CREDENTIAL_LOOKUPS = ("fetch_auth_credentials", "fetch_auth_credentials_async", "fetch_credentials")
 CACHED = ("_auth", "_client", "_token_manager")
 #: What the module-level sync client keeps from one test to the next of the same mock: its
 #: httpx client costs an SSL context (~10 ms) to build. Async clients are bound to their event
@@ -59,7 +58,7 @@ def urls(base_url: str, module: ModuleType) -> dict[str, str]:
 
 def redirect(module: ModuleType, target: Target, patches: Patches) -> None:
     missing = [name for name in REQUIRED if not hasattr(module, name)]
-    if not hasattr(module, "REST_URL") and _version() >= REST_URL_SINCE:
+    if not hasattr(module, "REST_URL") and (installed_version(DISTRIBUTION) or (0,)) >= REST_URL_SINCE:
         missing.append("REST_URL")
     if missing:
         raise target.missing(NAME, missing, PACKAGE, DISTRIBUTION)
@@ -89,20 +88,6 @@ def redirect(module: ModuleType, target: Target, patches: Patches) -> None:
         restore_kept(base_url)
         patches.after_undo(lambda: keep(base_url))
     patches.after_undo(drop_cached)  # never leave clients bound to a redirect behind
-
-
-def _version() -> tuple[int, ...]:
-    from importlib import metadata
-
-    try:
-        text = metadata.version(DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        return (0,)
-    parts = []
-    for piece in text.split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
 
 
 def _credential_lookups(module: ModuleType, key: Callable[[], str]) -> dict[str, Any]:
