@@ -122,6 +122,7 @@ def test_a_client_that_never_reads_its_answer_is_cut_off(quick: FalMock) -> None
 
 
 def test_slow_handling_and_long_streams_have_no_deadline(quick: FalMock) -> None:
+    quick.configure(virtual_time=False)  # the latency really passes (virtual time would skip it)
     quick.on_run("fal-ai/slow", {"late": True}, latency=2 * SHORT)
     quick.on_queue("fal-ai/streamed", {"ok": 2}, latency=2 * SHORT)
     (slow,) = exchange(quick.port, request("POST", "/fal/run/fal-ai/slow", JSON, b"{}"))

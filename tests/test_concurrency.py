@@ -123,9 +123,10 @@ def test_concurrent_polls_of_one_job_see_a_monotonic_state_sequence(fal_mock: Fa
     assert all(len(b["logs"]) == 3 for b in everything if b["status"] == "COMPLETED")
 
 
+@pytest.mark.fal_mock(virtual_time=False)  # the status stream really waits for the slow job
 def test_a_stalled_client_and_a_long_stream_do_not_block_others(fal_mock: FalMock) -> None:
     fal_mock.on_queue(FLUX, {"ok": True})
-    fal_mock.on_queue("fal-ai/slow", {"ok": True}, latency=3.0)
+    fal_mock.on_queue("fal-ai/slow", {"ok": True}, latency=60)
     stalled = socket.create_connection(("127.0.0.1", fal_mock.port), timeout=10)
     stalled.sendall(
         b"POST /fal/queue/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 50\r\n\r\npart"
@@ -135,14 +136,18 @@ def test_a_stalled_client_and_a_long_stream_do_not_block_others(fal_mock: FalMoc
     path = f"/fal/queue/fal-ai/slow/requests/{slow.json['request_id']}/status/stream"
     streaming.sendall(request("GET", path))
     try:
+        assert streaming.recv(4096).startswith(b"HTTP/1.1 200 OK")  # an event every 50 ms from now on
         for _ in range(20):
             (answer,) = exchange(fal_mock.port, request("POST", f"/fal/queue/{FLUX}", body=b"{}"))
             assert answer.status == 200
-        # all served while the stalled request is still waiting for its body (not answered, not
-        # cut off by the body timeout): nothing waited for it
+        # all served while the stalled request still waits for its body (neither answered nor
+        # cut off by the body timeout) and the stream still runs: nothing waited for either
         stalled.setblocking(False)
         with pytest.raises(BlockingIOError):
             stalled.recv(1)
+        status_path = f"/fal/queue/fal-ai/slow/requests/{slow.json['request_id']}/status"
+        (still,) = exchange(fal_mock.port, request("GET", status_path))
+        assert (still.status, still.json["status"]) == (202, "IN_PROGRESS")
     finally:
         stalled.close()
         streaming.close()
