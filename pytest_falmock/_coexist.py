@@ -19,9 +19,9 @@ from ._versions import installed_version
 SHOULD_MOCK_SINCE = (0, 33)
 
 
-def spare_fal_mock(items: list[pytest.Item], is_fal_mock_url: Callable[[Any], bool]) -> None:
-    """Tests using both ``httpx_mock`` and ``fal_mock``: pytest-httpx leaves requests for which
-    ``is_fal_mock_url(request.url)`` holds alone."""
+def spare_fal_mock(items: list[pytest.Item], base_url: Callable[[], Optional[str]]) -> None:
+    """Tests using both ``httpx_mock`` and ``fal_mock``: pytest-httpx leaves the requests to the
+    running mock alone (``base_url()``: its root, asked per request; None while none runs)."""
     both = [
         item
         for item in items
@@ -41,7 +41,8 @@ def spare_fal_mock(items: list[pytest.Item], is_fal_mock_url: Callable[[Any], bo
                 break
 
         def should_mock(request: Any, users: Optional[Callable[[Any], bool]] = users) -> bool:
-            if is_fal_mock_url(request.url):
+            url = request.url  # an httpx.URL
+            if f"{url.scheme}://{url.host}:{url.port}" == base_url():
                 return False
             return True if users is None else bool(users(request))
 

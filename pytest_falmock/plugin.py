@@ -265,11 +265,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.get_closest_marker("fal_mock") or item.get_closest_marker("fal_queue"):
             item.fixturenames.append("fal_mock")
 
-    def is_fal_mock_url(url: Any) -> bool:
+    def base_url() -> Optional[str]:
         mock = config.stash.get(SERVER_KEY, None)
-        return mock is not None and f"{url.scheme}://{url.host}:{url.port}" == mock.base_url
+        return None if mock is None else mock.base_url
 
-    spare_fal_mock(items, is_fal_mock_url)
+    spare_fal_mock(items, base_url)
 
 
 @pytest.fixture(scope="session")
