@@ -814,7 +814,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--tests", type=int, default=1000, help="generated tests for the overhead (1000)")
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs in the store for latency (10000)")
     parser.add_argument("--polls", type=int, default=2000, help="timed status polls (2000)")
-    parser.add_argument("--vt-tests", type=int, default=100, help="generated tests for the section 7 suite row (100)")
+    parser.add_argument("--vt-tests", type=int, default=100, help="generated tests for section 7 (100)")
     parser.add_argument("--no-aimock", action="store_true", help="skip the aimock comparison")
     parser.add_argument(
         "--sections",
