@@ -29,14 +29,14 @@ def post(url, body, timeout=10.0):
 @pytest.mark.fal_mock(virtual_time=False)  # the slow run really waits
 def test_1_leaves_work_behind(fal_mock):
     fal_mock.on_queue("fal-ai/hook", {"ok": True})
-    fal_mock.on_run("fal-ai/slow", {"ok": True}, latency=1.0)
+    fal_mock.on_run("fal-ai/slow", {"ok": True}, latency=0.5)
     assert post(fal_mock.url + "/queue/fal-ai/hook?fal_webhook=" + HOOK, {}).status == 200
     with pytest.raises(OSError):  # our client gives up; the server is still working on it
         post(fal_mock.url + "/run/fal-ai/slow", {}, timeout=0.2)
 
 
 def test_2_sees_none_of_it(fal_mock):
-    time.sleep(1.5)  # the slow run answers and the webhook times out meanwhile
+    time.sleep(1.0)  # the slow run answers and the webhook times out meanwhile
     assert fal_mock.requests == []
     assert fal_mock.unmatched == []
     assert fal_mock.webhooks == []
