@@ -45,6 +45,11 @@ class Blob:
     def in_memory(self) -> bool:
         return False
 
+    @property
+    def memory(self) -> int:
+        """Bytes of it held in memory (0 for a file on disk)."""
+        return 0
+
     def read(self) -> bytes:
         """All the bytes (loads a spooled blob into memory: for small ones, or on request)."""
         return b"".join(self.chunks())
@@ -84,6 +89,10 @@ class BytesBlob(Blob):
     def in_memory(self) -> bool:
         return True
 
+    @property
+    def memory(self) -> int:
+        return len(self.data)
+
     def read(self) -> bytes:
         return self.data
 
@@ -104,8 +113,16 @@ class BytesBlob(Blob):
 EMPTY = BytesBlob()
 
 
+class BlobGone(ValueError):
+    """The blob was closed (its test ended): reading it fails (a download under way ends short)."""
+
+
 class FileBlob(Blob):
-    """Bytes in an (anonymous) temporary file this blob owns; safe to read from many threads."""
+    """Bytes in an (anonymous) temporary file this blob owns; safe to read from many threads.
+
+    Reads and :meth:`close` take the blob's lock, so a file closed at reset while a download is
+    under way is never read through a descriptor number the system has handed out again.
+    """
 
     __slots__ = ("_file", "_lock", "_size")
 
@@ -119,13 +136,13 @@ class FileBlob(Blob):
         return self._size
 
     def _read_at(self, offset: int, n: int) -> bytes:
-        if self._file.closed:
-            raise ValueError("this file is gone: the mock drops uploads when their test ends (reset)")
-        if _HAS_PREAD:
-            return os.pread(self._file.fileno(), n, offset)
-        with self._lock:  # pragma: no cover - platforms without os.pread (Windows)
-            self._file.seek(offset)
-            return self._file.read(n)
+        with self._lock:
+            if self._file.closed:
+                raise BlobGone("this file is gone: the mock drops uploads when their test ends (reset)")
+            if _HAS_PREAD:
+                return os.pread(self._file.fileno(), n, offset)
+            self._file.seek(offset)  # pragma: no cover - platforms without os.pread (Windows)
+            return self._file.read(n)  # pragma: no cover
 
     def chunks(self, chunk: int = CHUNK) -> Iterator[bytes]:
         offset = 0
@@ -137,7 +154,8 @@ class FileBlob(Blob):
             yield piece
 
     def close(self) -> None:
-        self._file.close()
+        with self._lock:
+            self._file.close()
 
 
 class PathBlob(Blob):
@@ -175,6 +193,10 @@ class JoinedBlob(Blob):
     def size(self) -> int:
         return self._size
 
+    @property
+    def memory(self) -> int:
+        return sum(part.memory for part in self.parts)
+
     def chunks(self, chunk: int = CHUNK) -> Iterator[bytes]:
         for part in self.parts:
             yield from part.chunks(chunk)
@@ -182,6 +204,16 @@ class JoinedBlob(Blob):
     def close(self) -> None:
         for part in self.parts:
             part.close()
+
+
+def spilled(blob: Blob) -> Blob:
+    """``blob``'s bytes in a new temporary file (``blob`` itself is left as it is)."""
+
+    def fill(spool: Spool) -> None:
+        for piece in blob.chunks():
+            spool.write(piece)
+
+    return Spool.filled(fill, threshold=0)
 
 
 class Spool:

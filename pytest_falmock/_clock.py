@@ -12,17 +12,26 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 Listener = Callable[[], None]
+#: Seconds the clock may run ahead of the wall clock, in all (100 years): timestamps stay
+#: dates (``datetime`` ends in the year 9999) and sums stay finite.
+MAX_OFFSET = 100 * 365 * 24 * 3600.0
 
 
-def check_seconds(value: object, where: str) -> float:
-    """``value`` as a finite, non-negative number of seconds, else ``ValueError``/``TypeError``."""
+def check_seconds(value: object, where: str, clock: Optional[Clock] = None) -> float:
+    """``value`` as a finite, non-negative number of seconds, else ``ValueError``/``TypeError``;
+    with ``clock``, also no more than it may still move ahead (:data:`MAX_OFFSET` in all)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{where}: seconds must be a number, got {value!r}")
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{where}: seconds must be a finite, non-negative number, got {value!r}")
+    if clock is not None and value > MAX_OFFSET - clock.offset:
+        raise ValueError(
+            f"{where}: the mock's clock runs at most {MAX_OFFSET:,.0f} s (100 years) ahead of the "
+            f"wall clock, and it is {clock.offset:,.0f} s ahead; got {value!r}"
+        )
     return float(value)
 
 
@@ -49,10 +58,10 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         """Move the clock forward by ``seconds`` (already validated) and tell the listeners."""
-        if seconds <= 0:
+        if not seconds > 0:
             return
         with self._lock:
-            self._offset += seconds
+            self._offset = min(self._offset + seconds, MAX_OFFSET)  # a client's absurd wait too
             listeners = list(self._listeners)
         for listener in listeners:
             listener()

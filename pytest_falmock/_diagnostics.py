@@ -42,15 +42,18 @@ def unmatched_message(unmatched: Sequence[UnmatchedRequest], dropped: int = 0) -
     return "\n".join(lines)
 
 
-def handler_errors_message(errors: Sequence[str]) -> str:
-    """The test's realtime replies or WebSocket handlers that raised or answered nonsense."""
-    count = len(errors)
+def handler_errors_message(errors: Sequence[str], dropped: int = 0) -> str:
+    """The test's realtime replies or WebSocket handlers that raised or answered nonsense
+    (``dropped``: failures past the kept ones)."""
+    count = len(errors) + dropped
     noun = "call" if count == 1 else "calls"
     lines = [
         f"fal_mock: {count} {noun} of this test's realtime reply callables or WebSocket handlers "
         "failed (the client got an x-fal-error):"
     ]
     lines.extend(f"\n- {error.rstrip()}" for error in errors)
+    if dropped:
+        lines.append(f"\n... and {dropped} more, not kept (the first {len(errors)} are).")
     return "\n".join(lines)
 
 

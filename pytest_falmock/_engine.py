@@ -154,14 +154,19 @@ class Engine:
                 body=op.body.head(journal_body),  # a bounded prefix; input stays whole
             ),
             unmatched,
+            op.input_cost,
         )
         return reply
 
-    def _journal(self, request: FalRequest, unmatched: Optional[UnmatchedRequest] = None) -> None:
+    def _journal(
+        self, request: FalRequest, unmatched: Optional[UnmatchedRequest] = None, input_cost: int = 0
+    ) -> None:
+        """Journal ``request`` (body cut to ``journal_body``), counting against ``max_journal_bytes``
+        its head twice (headers; path and query), body prefix and ``input_cost``."""
         limit = self.settings().journal_body
         if len(request.body) > limit:  # a realtime message: its bytes came whole
             request = dataclasses.replace(request, body=request.body[:limit])
-        self.stores.record(request)
+        self.stores.record(request, 2 * request.headers.wire_size + len(request.body) + input_cost)
         for listener in self.request_listeners:
             listener(request, unmatched)
 
@@ -205,7 +210,7 @@ class Engine:
             self.stores.add_notes(outcome.notes)
             return outcome
         unmatched = UnmatchedRequest(op.method, op.path, op.route, op.model, op.input, tuple(reasons))
-        self.stores.record_unmatched(unmatched)
+        self.stores.record_unmatched(unmatched, op.input_cost)
         message = f"fal_mock: no fixture matches model {op.model!r} ({kind} request)"
         raise _EarlyReply(
             Reply(404, {"detail": message, "error_type": "no_fixture_match", "model": op.model}), unmatched
@@ -256,7 +261,6 @@ class Engine:
         job = Job(
             request_id=request_id,
             model=op.model,
-            input=op.input,
             config=self.settings().queue,
             base_url=op.base_url,
             result_status=status,

@@ -17,7 +17,7 @@ from ._constants import REQUEST_TIMEOUT_HEADER
 from ._files import MAX_PARTS
 from ._headers import Headers, accepts_event_stream
 from ._http_wire import wants_websocket
-from ._operation import REALTIME_PATH, Operation, Route, RouteRequest, detail_error, parse_input
+from ._operation import REALTIME_PATH, Operation, Route, RouteRequest, detail_error
 from ._urls import GENERATED, MULTIPART, Service
 
 
@@ -76,11 +76,8 @@ def submit(segments: list[str], req: RouteRequest) -> Operation:
         raise detail_error(404, f"No model id in {req.path}: submit to .../{{owner}}/{{model}}")
     model = "/".join(segments)
     req.check_method("POST", "queue.submit", model)
-    return req.op(
-        "queue.submit",
-        model=model,
-        input=parse_input(req.body, "queue.submit", model),
-        start_timeout=start_timeout(req.headers, "queue.submit", model),
+    return req.op_with_input(
+        "queue.submit", model, start_timeout=start_timeout(req.headers, "queue.submit", model)
     )
 
 
@@ -95,12 +92,10 @@ def _run(segments: list[str], req: RouteRequest) -> Operation:
     model = "/".join(segments[:-1] if suffixed else segments)
     if suffixed and not asks_for_stream:
         req.check_method("POST", route, model)
-    if req.method in ("GET", "HEAD") and not req.body:
-        request_input = dict(req.query) or None
-    else:
-        request_input = parse_input(req.body, route, model)
     timeout = start_timeout(req.headers, route, model)
-    return req.op(route, model=model, input=request_input, start_timeout=timeout)
+    if req.method in ("GET", "HEAD") and not req.body:
+        return req.op(route, model=model, input=dict(req.query) or None, start_timeout=timeout)
+    return req.op_with_input(route, model, start_timeout=timeout)
 
 
 #: Exact paths of the REST and CDN services (all POST): route, and whether the body is JSON input.
@@ -119,7 +114,7 @@ def _exact(service: Service, path: str, req: RouteRequest) -> Optional[Operation
         return None
     route, with_input = known
     req.check_method("POST", route)
-    return req.op(route, input=parse_input(req.body, route, None)) if with_input else req.op(route)
+    return req.op_with_input(route) if with_input else req.op(route)
 
 
 def _connect(segments: list[str], req: RouteRequest) -> Operation:
@@ -145,7 +140,7 @@ def _rest(segments: list[str], req: RouteRequest) -> Operation:
         )
     if path == "tokens":
         req.check_method("POST", "realtime.token")
-        return req.op("realtime.token", input=parse_input(req.body, "realtime.token", None))
+        return req.op_with_input("realtime.token")
     if path == ".well-known/jwks.json":
         req.check_method("GET", "webhook.jwks")
         return req.op("webhook.jwks")
@@ -180,9 +175,8 @@ def _multipart(segments: list[str], req: RouteRequest) -> Operation:
     file_id, name, _, upload_id, tail = segments
     if tail == "complete":
         req.check_method("POST", "files.complete_multipart")
-        parsed = parse_input(req.body, "files.complete_multipart", None)
-        return req.op(
-            "files.complete_multipart", file_id=file_id, file_name=name, upload_id=upload_id, input=parsed
+        return req.op_with_input(
+            "files.complete_multipart", file_id=file_id, file_name=name, upload_id=upload_id
         )
     if not (tail.isdigit() and tail.isascii()):
         raise detail_error(

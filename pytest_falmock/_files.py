@@ -3,7 +3,13 @@
 Held by :class:`~._stores.Stores` and guarded by its lock. Per-test files (uploads, multipart
 uploads under way, ``add_file``, generated media served in this test) are dropped at reset, and
 their temporary files deleted; recorded media are registered for the session (they are files
-next to a fixture file, read on demand). Every file is served at
+next to a fixture file, read on demand).
+
+Per-test files are bounded (``Settings.max_files``, ``Settings.max_file_bytes``): each file,
+each multipart upload under way and each of its parts counts, and what would go past either
+bound is refused (:class:`StoreFull`, answered 507) instead of filling memory or disk. Small
+files stay in memory until :data:`MAX_IN_MEMORY` bytes of them are held, then go to temporary
+files too. Every file is served at
 ``/fal/files/<id>/<name>`` (:func:`~._urls.file_url`) except generated media
 (``/fal/files/generated/<spec>/<name>``, made on demand by :mod:`._media`).
 """
@@ -19,7 +25,8 @@ from pathlib import Path
 from typing import Any, ContextManager, Iterable, Literal, Optional
 from urllib.parse import unquote
 
-from ._blob import Blob, JoinedBlob, PathBlob
+from ._blob import EMPTY as EMPTY_BLOB
+from ._blob import Blob, JoinedBlob, PathBlob, spilled
 
 FileKey = tuple[str, str]
 Source = Literal["upload", "added", "generated", "recorded"]
@@ -45,6 +52,11 @@ _EXTENSIONS = {"image/jpeg": "jpg", **{v: k for k, v in MEDIA_TYPES.items() if v
 MAX_PARTS = 10_000
 #: Upload URLs issued and not used yet, kept at most (the oldest is forgotten first).
 MAX_ISSUED = 10_000
+#: Bytes of per-test files kept in memory; beyond, small files are written to temporary files.
+MAX_IN_MEMORY = 64 * 1024 * 1024
+#: The documented defaults of ``Settings.max_files`` / ``Settings.max_file_bytes``.
+DEFAULT_MAX_FILES = 10_000
+DEFAULT_MAX_FILE_BYTES = 1024 * 1024 * 1024
 
 
 def extension(name: str) -> str:
@@ -132,22 +144,66 @@ class MultipartError(Exception):
     """A ``complete`` the parts do not add up to; answered 400 with this detail."""
 
 
+class StoreFull(Exception):
+    """This test's files are at ``max_files`` or ``max_file_bytes``; answered 507 with this detail."""
+
+
 class FileStore:
     """The files the mock serves; every method takes ``lock`` (the stores' lock)."""
 
-    def __init__(self, lock: ContextManager[Any]) -> None:
+    def __init__(
+        self,
+        lock: ContextManager[Any],
+        max_files: int = DEFAULT_MAX_FILES,
+        max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    ) -> None:
         self.lock = lock
+        self.max_files = max_files
+        self.max_bytes = max_bytes
         self._test: OrderedDict[FileKey, FileEntry] = OrderedDict()
         self._session: OrderedDict[FileKey, FileEntry] = OrderedDict()
         self._multipart: dict[str, MultipartUpload] = {}
         #: Upload URLs handed out (``storage/upload/initiate``) and not used yet -> content type.
         self._issued: OrderedDict[FileKey, str] = OrderedDict()
+        #: What the per-test files hold: files (uploads under way and parts count), bytes, and
+        #: the bytes of those in memory.
+        self._count = 0
+        self._bytes = 0
+        self._memory = 0
+
+    # -- the bound ------------------------------------------------------------------------
+    def _charge(self, blobs: Iterable[Blob], what: str, freed: Iterable[Blob] = ()) -> None:
+        """Count ``blobs`` (held from now on) in place of ``freed`` (the lock held); raises
+        :class:`StoreFull` when that would pass a bound."""
+        added, gone = list(blobs), list(freed)
+        count = self._count + len(added) - len(gone)
+        size = self._bytes + sum(b.size for b in added) - sum(b.size for b in gone)
+        if count > self.max_files or size > self.max_bytes:
+            raise StoreFull(
+                f"fal_mock holds {self._count:,} files of {self._bytes:,} bytes for this test: {what} "
+                f"would pass its bound of {self.max_files:,} files or {self.max_bytes:,} bytes "
+                "(Settings.max_files, Settings.max_file_bytes; uploads, multipart uploads and their "
+                "parts under way, added and generated files count, until the next reset)"
+            )
+        self._count, self._bytes = count, size
+        self._memory += sum(b.memory for b in added) - sum(b.memory for b in gone)
+
+    def spill(self, blob: Blob) -> Blob:
+        """``blob``, or a copy in a temporary file once :data:`MAX_IN_MEMORY` bytes of per-test
+        files are in memory (call without the lock: it may write to disk)."""
+        if blob.memory and self._memory + blob.memory > MAX_IN_MEMORY:
+            return spilled(blob)
+        return blob
 
     # -- files --------------------------------------------------------------------------
     def put(self, entry: FileEntry) -> None:
-        """Serve ``entry`` until the next reset (a file at the same key is replaced)."""
+        """Serve ``entry`` until the next reset (a file at the same key is replaced); raises
+        :class:`StoreFull` (``entry`` is not kept) past the bound."""
         with self.lock:
-            old = self._test.pop(entry.key, None)
+            old = self._test.get(entry.key)
+            freed = [old.blob] if old is not None else []
+            self._charge([entry.blob], f"a {entry.blob.size:,}-byte {entry.source} file", freed)
+            self._test.pop(entry.key, None)
             self._test[entry.key] = entry
         if old is not None and old.blob is not entry.blob:
             old.blob.close()
@@ -188,22 +244,33 @@ class FileStore:
 
     # -- multipart ------------------------------------------------------------------------
     def begin_multipart(self, key: FileKey, url: str, content_type: str) -> str:
+        """A new multipart upload's id (it counts as one file until it completes);
+        :class:`StoreFull` past the bound."""
         upload_id = new_file_id()
         with self.lock:
+            self._charge([EMPTY_BLOB], "a new multipart upload")
             self._multipart[upload_id] = MultipartUpload(upload_id, key, url, content_type)
         return upload_id
 
     def add_part(self, upload_id: str, key: FileKey, number: int, blob: Blob) -> Optional[str]:
-        """Keep part ``number``; its ETag, or None when no such upload is under way."""
+        """Keep part ``number``; its ETag, or None when no such upload is under way.
+        :class:`StoreFull` past the bound (the part is dropped)."""
         etag = f'"{new_file_id()}"'
-        with self.lock:
-            upload = self._multipart.get(upload_id)
-            if upload is None or upload.key != key:
-                old = None
-                etag = ""
-            else:
-                old = upload.parts.get(number)
-                upload.parts[number] = (etag, blob)
+        blob = self.spill(blob)
+        old = None
+        try:
+            with self.lock:
+                upload = self._multipart.get(upload_id)
+                if upload is None or upload.key != key:
+                    etag = ""
+                else:
+                    old = upload.parts.get(number)
+                    freed = [old[1]] if old is not None else []
+                    self._charge([blob], f"part {number} ({blob.size:,} bytes)", freed)
+                    upload.parts[number] = (etag, blob)
+        except StoreFull:
+            blob.close()
+            raise
         if old is not None:  # the client sent this part again: keep the newest
             old[1].close()
         if not etag:
@@ -223,9 +290,16 @@ class FileStore:
                 return None
             order = _check_parts(listed, upload)
             del self._multipart[upload_id]
+            freed = [EMPTY_BLOB, *(blob for _, blob in upload.parts.values())]
             chosen = [upload.parts.pop(number)[1] for number in order]
+            joined = JoinedBlob(chosen)
+            # the upload and its parts become one file: it takes no more than they held
+            self._charge([joined], "the assembled upload", freed)
+            entry = FileEntry(key, joined, upload.content_type, "upload", upload.url, "multipart")
+            self._test.pop(key, None)
+            self._test[key] = entry
         upload.close()  # parts uploaded but not listed are dropped, as S3 does
-        return FileEntry(key, JoinedBlob(chosen), upload.content_type, "upload", upload.url, "multipart")
+        return entry
 
     # -- reset --------------------------------------------------------------------------
     def reset(self) -> None:
@@ -236,6 +310,7 @@ class FileStore:
             self._test.clear()
             self._multipart.clear()
             self._issued.clear()
+            self._count = self._bytes = self._memory = 0
         for entry in entries:
             entry.blob.close()
         for upload in uploads:

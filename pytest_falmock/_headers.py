@@ -15,19 +15,29 @@ SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x
 class Headers(Mapping[str, str]):
     """Read-only headers; ``headers["Authorization"]`` and ``headers["authorization"]`` agree."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_size")
 
     def __init__(self, items: Iterable[Tuple[str, str]] = ()) -> None:
         self._items: dict[str, tuple[str, str]] = {}
+        self._size: Optional[int] = None
         for key, value in items:
             self._items.setdefault(key.lower(), (key, value))
 
     @classmethod
-    def from_folded(cls, items: dict[str, tuple[str, str]]) -> Headers:
-        """Adopt ``{lowercased name: (name as sent, value)}`` as is (the HTTP parser's fast path)."""
+    def from_folded(cls, items: dict[str, tuple[str, str]], size: Optional[int] = None) -> Headers:
+        """Adopt ``{lowercased name: (name as sent, value)}`` as is (the HTTP parser's fast path);
+        ``size`` is the length of the request head they came in."""
         headers = cls.__new__(cls)
         headers._items = items
+        headers._size = size
         return headers
+
+    @property
+    def wire_size(self) -> int:
+        """About the bytes these headers take: the request head they came in, else their text."""
+        if self._size is None:
+            self._size = sum(len(name) + len(value) + 4 for name, value in self._items.values())
+        return self._size
 
     def __getitem__(self, key: str) -> str:
         return self._items[key.lower()][1]
@@ -57,7 +67,9 @@ class Headers(Mapping[str, str]):
         """A copy with credentials replaced by ``[REDACTED]`` (``self`` when there are none)."""
         if SECRET_HEADERS.isdisjoint(self._items):
             return self  # immutable, so sharing is safe
-        return Headers((k, REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in self.items())
+        copy = Headers((k, REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in self.items())
+        copy._size = self._size
+        return copy
 
 
 # -- response headers a stub may set --------------------------------------------------------

@@ -64,6 +64,10 @@ class Responder(Protocol):
     @property
     def max_body(self) -> int: ...
 
+    @property
+    def max_input(self) -> int:
+        """The largest WebSocket message accepted (1009 beyond)."""
+
     def respond(self, request: HttpRequest) -> HttpResponse:
         """Answer one request; must not raise."""
 
@@ -389,8 +393,9 @@ class Connection:
                         body = self._body(length)
                 self.deadline = 0.0  # handling a request has no deadline (latency, recording)
                 self.phase = ""
-                request = HttpRequest(method, target, path, query, version, Headers.from_folded(fields), body)
-                upgrade = websocket.handshake(request, responder.max_body) if "upgrade" in fields else None
+                headers = Headers.from_folded(fields, len(head))
+                request = HttpRequest(method, target, path, query, version, headers, body)
+                upgrade = websocket.handshake(request, responder.max_input) if "upgrade" in fields else None
                 if upgrade is not None and not upgrade.accepted:
                     upgrade.refuse(self.sock)  # not a valid WebSocket handshake: never routed
                     return

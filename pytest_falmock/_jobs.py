@@ -51,7 +51,6 @@ def _log(message: str, clock: Clock) -> dict[str, Any]:
 class Job:
     request_id: str
     model: str
-    input: Any
     config: QueueConfig
     base_url: str
     result_status: int

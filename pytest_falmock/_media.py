@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import struct
+import threading
 import wave
 import zlib
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ MAX_PIXELS = 4096 * 4096
 #: Generated files kept (they are small: a flat image compresses to a few KiB).
 CACHE_SIZE = 64
 PILLOW_HINT = "pip install 'pytest-falmock[images]'"
+#: One file is made at a time: a 4096x4096 image needs 48 MiB of pixels while it is encoded.
+_making = threading.Lock()
 
 
 class MediaUnavailable(Exception):
@@ -74,7 +77,8 @@ class MediaSpec:
         if segment in ("video", "audio"):
             return cls(segment)  # type: ignore[arg-type]
         width, sep, height = segment.partition("x")
-        if not sep or not width.isdigit() or not height.isdigit() or not width.isascii():
+        digits = len(str(MAX_SIDE))  # int() of a longer string is pointless (and may raise)
+        if not sep or not all(v.isdigit() and v.isascii() and len(v) <= digits for v in (width, height)):
             return None
         spec = cls("image", int(width), int(height))
         return spec if image_problem(spec.width, spec.height) is None else None
@@ -112,7 +116,8 @@ def generate(spec: MediaSpec, name: str) -> tuple[bytes, str]:
     content_type = content_type_for(name)
     if content_type not in spec.content_types():
         raise KeyError(name)
-    return _generate(spec, name, content_type), content_type
+    with _making:
+        return _generate(spec, name, content_type), content_type
 
 
 @lru_cache(maxsize=CACHE_SIZE)

@@ -14,8 +14,8 @@ from ._clock import Clock, check_seconds
 from ._control import Control
 from ._diagnostics import calls_message, handler_errors_message, unmatched_message
 from ._engine import Engine, RequestListener, Upstream
-from ._errors import FalMockWarning
-from ._files import FileEntry, new_file_id, safe_name
+from ._errors import FalMockUsageError, FalMockWarning
+from ._files import FileEntry, StoreFull, new_file_id, safe_name
 from ._fixture_files import load_path, parse_document
 from ._jobs import QueueConfig
 from ._journal import FalRequest, ServedFile, UnmatchedRequest, Upload, WebhookDelivery
@@ -77,7 +77,14 @@ class FalMock(Registering):
         defaults = settings if settings is not None else Settings()
         self._defaults = dataclasses.replace(defaults, **{k: v for k, v in given.items() if v is not None})
         self._settings = self._defaults
-        self._stores = Stores(max_jobs=self._defaults.max_jobs, max_unmatched=self._defaults.max_unmatched)
+        defaults = self._defaults
+        self._stores = Stores(
+            max_jobs=defaults.max_jobs,
+            max_unmatched=defaults.max_unmatched,
+            max_journal_bytes=defaults.max_journal_bytes,
+            max_files=defaults.max_files,
+            max_file_bytes=defaults.max_file_bytes,
+        )
         signer = WebhookSigner()  # one key per mock, made on first use
         self._clock = Clock()
         self._engine = Engine(self._stores, self._current_settings, self._clock, upstream, signer)
@@ -91,6 +98,7 @@ class FalMock(Registering):
             host,
             port,
             max_body=self._defaults.max_body,
+            max_input=self._defaults.max_input,
             limits=self._defaults.connection_limits,
             allow_hosts=self._defaults.allow_hosts,
         )
@@ -198,7 +206,7 @@ class FalMock(Registering):
         """Move the mock's clock ``seconds`` forward: jobs' latency runs down, and a job left
         waiting only for time completes (its webhook fires). For apps that wait with their own
         sleeps, JS clients and the standalone server (``POST /__falmock/advance``)."""
-        self._clock.advance(check_seconds(seconds, "fal_mock.advance()"))
+        self._clock.advance(check_seconds(seconds, "fal_mock.advance()", self._clock))
 
     def queue(self, **kwargs: Any) -> None:
         """Set polling realism for jobs submitted from now on (same keywords as ``fal_queue``)."""
@@ -214,7 +222,7 @@ class FalMock(Registering):
         self._server.close_websockets()
         self._stores.reset()
         self._settings = self._defaults
-        self._server.internal_errors.clear()
+        self._server.clear_internal_errors()
 
     def load_fixtures(self, path: Union[str, Path]) -> int:
         """Load a fixture file (or a directory of ``*.json``) for the whole session."""
@@ -255,7 +263,10 @@ class FalMock(Registering):
             raise RuntimeError("fal_mock.add_file(): start the mock first (the URL names its port)")
         key = (new_file_id(), safe_name(file_name or "", content_type))
         url = file_url(self.base_url, *key)
-        self._stores.add_file(FileEntry(key, BytesBlob(bytes(data)), content_type.strip(), "added", url))
+        try:
+            self._stores.add_file(FileEntry(key, BytesBlob(bytes(data)), content_type.strip(), "added", url))
+        except StoreFull as exc:
+            raise FalMockUsageError(f"fal_mock.add_file(): {exc}") from None
         return url
 
     @property
@@ -353,10 +364,13 @@ class FalMock(Registering):
             parts.append(unmatched_message(unmatched, self._stores.unmatched_dropped))
         failed = self._stores.snapshot(self._stores.handler_errors)
         if failed:
-            parts.append(handler_errors_message(failed))
+            parts.append(handler_errors_message(failed, self._stores.handler_errors_dropped))
         errors = list(self._server.internal_errors)
         if errors:
+            more = self._server.internal_errors_dropped
             parts.append(
-                "fal_mock: the mock server hit an internal error (please report it):\n" + "\n".join(errors)
+                "fal_mock: the mock server hit an internal error (please report it):\n"
+                + "\n".join(errors)
+                + (f"\n... and {more} more, not kept" if more else "")
             )
         return "\n\n".join(parts)

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 
 from ._blob import Blob, BytesBlob
 from ._headers import Headers
+from ._settings import DEFAULT_MAX_INPUT
 
 #: Every route a request can be routed to: the journal's ``route`` values (but the journal-only
 #: :data:`EventRoute`), plus the control API.
@@ -85,6 +86,8 @@ class Operation:
     start_timeout: Optional[float] = None
     #: ``realtime.connect``: the endpoint path after ``model`` (:data:`REALTIME_PATH` or "").
     subpath: str = ""
+    #: About the memory ``input`` takes, decoded (:func:`json_cost`): what the journal counts.
+    input_cost: int = 0
 
 
 class RouteError(Exception):
@@ -135,6 +138,8 @@ class RouteRequest:
     query: Mapping[str, str]
     body: Blob
     fal_host: Optional[str] = None
+    #: The largest body decoded as a JSON input (``Settings.max_input``; 413 beyond).
+    max_input: int = DEFAULT_MAX_INPUT
 
     def op(self, route: Route, **kwargs: Any) -> Operation:
         return Operation(
@@ -148,6 +153,11 @@ class RouteRequest:
             fal_host=self.fal_host,
             **kwargs,
         )
+
+    def op_with_input(self, route: Route, model: Optional[str] = None, **kwargs: Any) -> Operation:
+        """``op(route, ...)`` with the body decoded as its JSON ``input`` (:func:`parse_input`)."""
+        value, cost = parse_input(self.body, route, model, self.max_input)
+        return self.op(route, model=model, input=value, input_cost=cost, **kwargs)
 
     def check_method(
         self, allowed: str, route: Route, model: Optional[str] = None, *, control: bool = False
@@ -165,13 +175,37 @@ class RouteRequest:
             )
 
 
-def parse_input(blob: Blob, route: Route, model: Optional[str]) -> Any:
-    """An empty body is ``None``; anything else must be JSON."""
+def json_cost(raw: bytes) -> int:
+    """About the memory the value decoded from JSON ``raw`` takes, from a few byte counts (no
+    second parse): its bytes, plus each object, array, value and string. It errs on the high
+    side, so a budget of such costs bounds memory even for inputs made to blow up when decoded
+    (``[{},{},...]`` takes about 25 times its bytes)."""
+    objects = raw.count(b"{") + raw.count(b"[")
+    return len(raw) + 64 * objects + 32 * raw.count(b",") + 24 * raw.count(b'"')
+
+
+def parse_input(
+    blob: Blob, route: Route, model: Optional[str], max_input: int = DEFAULT_MAX_INPUT
+) -> tuple[Any, int]:
+    """The JSON input of a body (an empty one is ``None``) and its :func:`json_cost`.
+
+    A body over ``max_input`` is refused (413) before it is decoded.
+    """
+    if blob.size > max_input:
+        raise RouteError(
+            413,
+            {
+                "detail": f"JSON input of {blob.size} bytes exceeds the {max_input}-byte limit "
+                "(Settings.max_input): send large data as a file (upload it, pass its URL)"
+            },
+            route=route,
+            model=model,
+        )
     body = blob.read()
     if not body.strip():
-        return None
+        return None, 0
     try:
-        return json.loads(body)
+        return json.loads(body), json_cost(body)
     except (ValueError, RecursionError) as exc:
         raise RouteError(
             400,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from ._files import MEDIA_TYPES, extension
@@ -27,6 +27,21 @@ from ._urls import generated_url
 
 #: Where a generated URL goes in a body: ``(path of keys, spec segment, file name)``.
 _Slot = tuple[tuple[Any, ...], str, str]
+
+
+class MediaRenderer:
+    """A :data:`~._stubs.Renderer` whose answers carry URLs of media the mock generates;
+    :attr:`generated` names them, ``(spec segment, file name)`` each: the only generated files
+    the mock serves (the stub declares them when it is registered)."""
+
+    __slots__ = ("_render", "generated")
+
+    def __init__(self, render: Renderer, generated: Sequence[tuple[str, str]]) -> None:
+        self._render = render
+        self.generated = tuple(generated)
+
+    def __call__(self, request_input: Any, context: RenderContext) -> Any:
+        return self._render(request_input, context)
 
 
 def json_ready(payload: Any, where: str) -> Any:
@@ -61,7 +76,7 @@ def _unsupported(helper: str, where: str, content_type: Any, supported: tuple[st
     )
 
 
-def _with_urls(body: Any, slots: list[_Slot]) -> Renderer:
+def _with_urls(body: Any, slots: list[_Slot]) -> MediaRenderer:
     """``render`` for ``body``: a fresh copy with each generated URL put in its slot."""
     frozen = copy.deepcopy(body)
 
@@ -74,10 +89,10 @@ def _with_urls(body: Any, slots: list[_Slot]) -> Renderer:
             target[path[-1]] = generated_url(context.base_url, segment, name)
         return out
 
-    return render
+    return MediaRenderer(render, [(segment, name) for _, segment, name in slots])
 
 
-def image_renderer(payload: Mapping[str, Any]) -> Renderer:
+def image_renderer(payload: Mapping[str, Any]) -> MediaRenderer:
     """Return ``render`` for :meth:`FalMock.on_image`; caller values always win."""
     if not isinstance(payload, Mapping):
         raise TypeError(f"on_image() expects a dict like {{'images': [...]}}, got {payload!r}")
@@ -126,10 +141,10 @@ def image_renderer(payload: Mapping[str, Any]) -> Renderer:
             body["prompt"] = prompt
         return body
 
-    return render
+    return MediaRenderer(render, with_urls.generated)
 
 
-def file_renderer(helper: str, key: str, kind: MediaKind, payload: Mapping[str, Any]) -> Renderer:
+def file_renderer(helper: str, key: str, kind: MediaKind, payload: Mapping[str, Any]) -> MediaRenderer:
     """Return ``render`` for ``on_video`` / ``on_audio``: ``{key: {url, content_type, file_name,
     file_size}}`` plus the caller's other keys (``on_video`` adds ``seed``)."""
     if not isinstance(payload, Mapping):

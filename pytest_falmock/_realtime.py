@@ -45,8 +45,13 @@ HANDLER_ERROR: Final = "handler_error"
 #: Close code for a connection or message nothing serves (RFC 6455: policy violation).
 POLICY_VIOLATION: Final = 1008
 
-#: Records a journal entry (and the unmatched record of one): the engine's ``_journal``.
-Journal = Callable[[FalRequest, Optional[UnmatchedRequest]], None]
+#: Values one decoded message may hold (objects, arrays, strings, numbers): past it, the
+#: message is refused, so no message makes the mock build millions of objects.
+MAX_VALUES: Final = 1_000_000
+
+#: Records a journal entry, the unmatched record of one and the decoded input's estimated
+#: size: the engine's ``_journal``.
+Journal = Callable[[FalRequest, Optional[UnmatchedRequest], int], None]
 #: A realtime reply as stored: packed msgpack, a list of packed results, or a callable.
 RealtimeReply = Union[bytes, "list[bytes]", Callable[[Any], Any]]
 
@@ -185,7 +190,7 @@ class Session:
     # -- realtime ---------------------------------------------------------------------------------
     def _realtime(self, message: Message) -> Outgoing:
         try:
-            value = _decode(message)
+            value, cost = decode(message)
         except ValueError as exc:
             self._journal(None, message, 400)
             return Outgoing((x_fal_error(INVALID_MESSAGE, f"fal_mock: {exc}"),))
@@ -194,8 +199,8 @@ class Session:
             unmatched = UnmatchedRequest(
                 MESSAGE_METHOD, self.path, MESSAGE_ROUTE, self.model, value, tuple(reasons)
             )
-            self.stores.record_unmatched(unmatched)
-            self._journal(value, message, 404, unmatched)
+            self.stores.record_unmatched(unmatched, cost)
+            self._journal(value, message, 404, unmatched, cost)
             reason = (
                 f"fal_mock: no fixture matches model {self.model!r} (realtime message {summarize(value, 60)})"
             )
@@ -205,13 +210,13 @@ class Session:
         answer = stub.socket
         assert answer is not None
         if answer.error is not None:
-            self._journal(value, message, 400)
+            self._journal(value, message, 400, None, cost)
             return Outgoing((x_fal_error(*answer.error),))
         try:
             frames = self._results(stub, answer.reply, value)
         except Exception as exc:  # the test's callable: reported at teardown, not a server crash
-            return self._failed(stub, exc, value, message)
-        self._journal(value, message, 200)
+            return self._failed(stub, exc, value, message, cost)
+        self._journal(value, message, 200, None, cost)
         return Outgoing(frames)
 
     def _list_left(self, stub: Stub) -> Optional[str]:
@@ -245,20 +250,25 @@ class Session:
         try:
             frames = _frames(self.stub.socket.reply(message))
         except Exception as exc:  # the test's handler: reported at teardown
-            return self._failed(self.stub, exc, message, message)
-        self._journal(message, message, 200)
+            return self._failed(self.stub, exc, message, message, len(message))
+        self._journal(message, message, 200, None, len(message))
         return Outgoing(frames)
 
     # -- shared ---------------------------------------------------------------------------------
-    def _failed(self, stub: Stub, exc: Exception, value: Any, message: Message) -> Outgoing:
+    def _failed(self, stub: Stub, exc: Exception, value: Any, message: Message, cost: int) -> Outgoing:
         trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         self.stores.add_handler_error(f"{stub.label}, for the message {summarize(value)}:\n{trace}")
-        self._journal(value, message, 500)
+        self._journal(value, message, 500, None, cost)
         reason = f"fal_mock: {stub.label} failed: {exc!r}"
         return Outgoing((x_fal_error(HANDLER_ERROR, reason),))
 
     def _journal(
-        self, value: Any, message: Message, status: int, unmatched: Optional[UnmatchedRequest] = None
+        self,
+        value: Any,
+        message: Message,
+        status: int,
+        unmatched: Optional[UnmatchedRequest] = None,
+        cost: int = 0,
     ) -> None:
         self.journal(
             FalRequest(
@@ -274,17 +284,62 @@ class Session:
                 body=message.encode() if isinstance(message, str) else message,
             ),
             unmatched,
+            cost,
         )
 
 
-def _decode(message: Message) -> Any:
-    """A realtime input: msgpack (binary), else JSON text, else the text itself."""
+class _TooMany(ValueError):
+    def __init__(self) -> None:
+        super().__init__(f"the message holds more than {MAX_VALUES:,} values (objects, arrays, items)")
+
+
+def decode(message: Message) -> tuple[Any, int]:
+    """A realtime input - msgpack (binary), else JSON text, else the text itself - and about
+    the memory it takes decoded; ``ValueError`` for a message that is not valid msgpack or holds
+    more than :data:`MAX_VALUES` values (counted while msgpack decodes arrays and maps, so an
+    array of a million empty arrays is refused before it is built whole)."""
     if isinstance(message, str):
         try:
-            return json.loads(message)
-        except ValueError:
-            return message
+            value = json.loads(message)
+        except (ValueError, RecursionError):
+            return message, len(message)
+        return value, value_cost(value)
+    built = 0
+
+    def counted(container: Any) -> Any:
+        nonlocal built
+        built += 1
+        if built > MAX_VALUES:
+            raise _TooMany
+        return container
+
     try:
-        return msgpack.unpackb(message, raw=False)
+        value = msgpack.unpackb(message, raw=False, list_hook=counted, object_hook=counted)
+    except _TooMany:
+        raise
     except Exception as exc:
         raise ValueError(f"the message is not valid msgpack: {str(exc) or type(exc).__name__}") from None
+    return value, value_cost(value)
+
+
+def value_cost(value: Any) -> int:
+    """About the memory a decoded value takes (objects and their bytes; an upper estimate);
+    ``ValueError`` when it holds more than :data:`MAX_VALUES` values."""
+    cost, seen, stack = 0, 0, [value]
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if isinstance(item, dict):
+            cost += 64 + 48 * len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            cost += 56 + 8 * len(item)
+            stack.extend(item)
+        elif isinstance(item, (str, bytes, bytearray)):
+            cost += 56 + len(item)
+        else:
+            cost += 32
+        if seen + len(stack) > MAX_VALUES:
+            raise _TooMany
+    return cost

@@ -237,7 +237,7 @@ class Recorder:
             raise UpstreamError(f"upstream {where} answered HTTP {status}: {_snippet(raw)}")
         try:
             parsed = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested past the recursion limit is no answer either
             content_type = answer_headers.get("Content-Type", "no Content-Type")
             raise UpstreamError(
                 f"upstream {where} answered HTTP {status} with a non-JSON body "

@@ -7,7 +7,8 @@ recording against ``--fal-upstream``, on the upstream's origin. Each is fetched 
 - with no credentials at all (fal's media URLs are public; the key never leaves with a download);
 - without following redirects (a 3xx keeps the URL, with a warning);
 - at most ``media_max`` bytes (``--fal-record-media-max``; a larger file keeps its URL, with a
-  warning) within :data:`DOWNLOAD_SECONDS` in all;
+  warning) within :data:`DOWNLOAD_SECONDS` in all, and at most :data:`MAX_MEDIA_FILES` files per
+  result (an upstream answer naming more keeps the rest as URLs, with a warning);
 - never when its bytes carry a secret of the recording (the key, its id or secret, in any
   encoding the recorder redacts): like the fixture file, no written file holds one.
 
@@ -37,6 +38,8 @@ from ._secrets import Redactor
 
 #: Seconds one media download may take in all (each socket read is bounded by the record timeout).
 DOWNLOAD_SECONDS = 120.0
+#: Media files downloaded for one recorded result, at most (further URLs are kept, with a warning).
+MAX_MEDIA_FILES = 64
 READ_SIZE = 1024 * 1024
 FAL_MEDIA_DOMAIN = "fal.media"
 
@@ -104,6 +107,13 @@ class MediaRecorder:
         if self.media_max <= 0:
             return captured
         urls = list(dict.fromkeys(s for s in _strings(body) if self.is_media(s)))
+        if len(urls) > MAX_MEDIA_FILES:
+            captured.notes.append(
+                f"fal_mock recorded {len(urls) - MAX_MEDIA_FILES} media URLs of this result as URLs, "
+                f"not their bytes: it names {len(urls)} files, and at most {MAX_MEDIA_FILES} are "
+                f"downloaded per result (the first ones)"
+            )
+            urls = urls[:MAX_MEDIA_FILES]
         for url in urls:
             try:
                 temporary, digest, content_type = self._download(url, redactor)

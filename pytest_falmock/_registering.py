@@ -13,7 +13,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, TypedDict
 
 from ._errors import FalMockUsageError
-from ._payloads import constant, file_renderer, image_renderer, json_ready
+from ._payloads import MediaRenderer, constant, file_renderer, image_renderer, json_ready
 from ._realtime import realtime_answer, realtime_error, websocket_answer
 from ._settings import Settings
 from ._stores import Stores
@@ -89,6 +89,7 @@ class Registering:
         socket: Optional[SocketAnswer] = None,
     ) -> None:
         where = f"fal_mock.{helper}()"
+        generated = render.generated if isinstance(render, MediaRenderer) else ()
         if not self._settings.test_stubs:
             raise FalMockUsageError(
                 f"{where} was called outside a test, so its response would vanish at the next "
@@ -129,6 +130,7 @@ class Registering:
                 events=events,
                 headers=headers,
                 socket=socket,
+                generated=generated,
             )
         except OptionError as exc:
             raise ValueError(f"{where}: {exc}") from None

@@ -25,6 +25,7 @@ from ._constants import CDN_HOSTS, QUEUE_HOSTS, REST_HOSTS, RUN_HOSTS, TARGET_HO
 from ._fal_routes import dispatch, submit
 from ._headers import Headers
 from ._operation import Operation, Route, RouteRequest, detail_error, parse_query
+from ._settings import DEFAULT_MAX_INPUT
 from ._urls import CONTROL_PREFIX, PREFIX, SERVICES, Service
 
 #: Control routes by name (``/__falmock/<name>``): the route of each method accepted.
@@ -76,8 +77,11 @@ def parse(
     headers: Headers,
     body: Blob,
     base_url: str,
+    max_input: int = DEFAULT_MAX_INPUT,
 ) -> Operation:
-    """Turn one HTTP request into an :class:`Operation`, or raise :class:`RouteError`."""
+    """Turn one HTTP request into an :class:`Operation`, or raise :class:`RouteError`.
+
+    A JSON body over ``max_input`` bytes is refused (413) before it is decoded."""
     method = method.upper()
     if is_control(path):
         return _control(path, RouteRequest(method, path, base_url, headers, {}, body))
@@ -91,7 +95,7 @@ def parse(
         if not hostname:
             raise detail_error(400, f"x-fal-target-url {target_url!r} is not an absolute URL")
         host = hostname.lower()
-        req = RouteRequest(method, path, base_url, headers, parse_query(parts.query), body, host)
+        req = RouteRequest(method, path, base_url, headers, parse_query(parts.query), body, host, max_input)
         return dispatch(_service_for_host(host), _segments(parts.path), req)
 
     under_prefix = path == PREFIX or path.startswith(PREFIX + "/")
@@ -103,10 +107,10 @@ def parse(
     target_host = headers.get(TARGET_HOST_HEADER, "").strip()
     if target_host:
         host = normalize_host(target_host)
-        req = RouteRequest(method, path, base_url, headers, query, body, host)
+        req = RouteRequest(method, path, base_url, headers, query, body, host, max_input)
         return dispatch(_service_for_host(host), _segments(fal_path), req)
 
-    req = RouteRequest(method, path, base_url, headers, query, body)
+    req = RouteRequest(method, path, base_url, headers, query, body, None, max_input)
     segments = _segments(fal_path)
     if len(segments) >= 2 and segments[0] == "queue" and segments[1] == "submit":
         return submit(segments[2:], req)

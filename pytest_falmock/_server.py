@@ -30,7 +30,7 @@ from pytest_httpserver.httpserver import HTTPServerBase, HTTPServerError
 from werkzeug.wrappers import Request, Response
 
 from . import _routing as routing
-from ._blob import Blob, BytesBlob
+from ._blob import Blob, BlobGone, BytesBlob
 from ._constants import FAL_HOSTS
 from ._headers import FRAMING_HEADERS, Headers
 from ._http import FastServer
@@ -39,7 +39,7 @@ from ._http_wire import HttpRequest, HttpResponse, HttpUpgrade, header_lines
 from ._net import foreign_page, host_name, host_of, is_loopback_host
 from ._operation import ROUTES, Operation, Route, RouteError, parse_query
 from ._reply import JSON, Reply
-from ._settings import DEFAULT_MAX_BODY, Settings
+from ._settings import DEFAULT_MAX_BODY, DEFAULT_MAX_INPUT, Settings
 from ._websocket import GOING_AWAY
 
 Handler = Callable[[Operation], Reply]
@@ -61,6 +61,8 @@ SERVER_HEADERS = [("Server", "fal_mock")]
 _PREFLIGHT_HEAD = header_lines(PREFLIGHT.items())
 _JSON_HEAD = header_lines([*CORS.items(), ("Content-Type", JSON)])
 _PLAIN_JSON_HEAD = header_lines([("Content-Type", JSON)])
+#: Internal errors kept for the report (tracebacks); later ones are counted.
+MAX_INTERNAL_ERRORS = 20
 #: Distinct accepted ``Host`` values remembered (the check's fast path), at most.
 _HOST_CACHE = 1024
 #: Wildcard addresses: binding one names no host a client would send.
@@ -91,6 +93,15 @@ def _sse(events: Iterator[Any]) -> Iterator[bytes]:
         yield b"data: " + encode(event) + b"\n\n"
 
 
+def _pieces(blob: Blob) -> Iterator[bytes]:
+    """A served file's bytes; a file dropped by a reset mid-download ends the answer short (the
+    client sees the connection close before ``Content-Length``), reported as nothing else."""
+    try:
+        yield from blob.chunks()
+    except BlobGone:
+        return
+
+
 class FalMockServer(HTTPServerBase):
     """Serves every route of :data:`._operation.ROUTES` from ``handlers``."""
 
@@ -102,6 +113,7 @@ class FalMockServer(HTTPServerBase):
         port: int = 0,
         *,
         max_body: int = DEFAULT_MAX_BODY,
+        max_input: int = DEFAULT_MAX_INPUT,
         limits: Optional[ConnectionLimits] = None,
         allow_hosts: Iterable[str] = (),
     ) -> None:
@@ -112,6 +124,9 @@ class FalMockServer(HTTPServerBase):
         self.handlers = dict(handlers)
         self.rejected = rejected
         self.max_body = max_body
+        #: Largest JSON input decoded and largest WebSocket message (``Settings.max_input``, or
+        #: the body limit when that is lower).
+        self.max_input = min(max_input, max_body)
         self.limits = limits or Settings().connection_limits
         bound = host_name(host)
         if bound is None or bound in _WILDCARDS or is_loopback_host(bound):
@@ -119,8 +134,10 @@ class FalMockServer(HTTPServerBase):
         #: Host names a request may name besides loopback ones: the bound host and the allowed.
         self.allowed_hosts = frozenset({*allow_hosts, *([bound] if bound else [])})
         self._accepted_hosts: set[str] = set()
-        #: Unexpected exceptions raised while serving (reported at test teardown).
+        #: Unexpected exceptions raised while serving (reported at test teardown): the first
+        #: :data:`MAX_INTERNAL_ERRORS`, the rest counted.
         self.internal_errors: list[str] = []
+        self.internal_errors_dropped = 0
         self._http: Optional[FastServer] = None
         #: ``url_for("")`` costs an IPv6 parse: asked every test, it is made when the port is known.
         self._base_url = self.url_for("").rstrip("/")
@@ -242,6 +259,7 @@ class FalMockServer(HTTPServerBase):
                 headers,
                 request.body,
                 self._base_url_for(headers),
+                self.max_input,
             )
         except RouteError as error:
             if not error.control:
@@ -266,7 +284,14 @@ class FalMockServer(HTTPServerBase):
         return self._render(Reply(status, {"detail": message}), close=True, cors=cors)
 
     def report(self, exc: BaseException) -> None:
+        if len(self.internal_errors) >= MAX_INTERNAL_ERRORS:
+            self.internal_errors_dropped += 1
+            return
         self.internal_errors.append("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+
+    def clear_internal_errors(self) -> None:
+        self.internal_errors.clear()
+        self.internal_errors_dropped = 0
 
     def dispatch(self, request: Request) -> Response:
         """``HTTPServerBase``'s WSGI entry point, answered by :meth:`respond` (never used to serve)."""
@@ -303,7 +328,7 @@ class FalMockServer(HTTPServerBase):
         head = self._head(extra, reply.content_type, cors)
         if raw.in_memory:
             return HttpResponse(reply.status, head, raw.read(), close=close)
-        return HttpResponse(reply.status, head, stream=raw.chunks(), close=close, length=raw.size)
+        return HttpResponse(reply.status, head, stream=_pieces(raw), close=close, length=raw.size)
 
     @staticmethod
     def _head(extra: dict[str, str], content_type: str, cors: bool = True) -> str:

@@ -32,6 +32,16 @@ DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_MAX_UNMATCHED = 1_000
 #: Bytes of each request's raw body the journal keeps (``FalRequest.body``; ``input`` stays whole).
 DEFAULT_JOURNAL_BODY = 64 * 1024
+#: Bytes the journal (and, apart, the unmatched list) holds in all: each record's head, raw body
+#: prefix and an estimate of its decoded input (the oldest records go first beyond it).
+DEFAULT_MAX_JOURNAL_BYTES = 256 * 1024 * 1024
+#: Largest input the mock decodes: a JSON request body, a WebSocket message (413 / close 1009
+#: beyond). Decoding JSON or msgpack can take 10-70 times the bytes in memory.
+DEFAULT_MAX_INPUT = 16 * 1024 * 1024
+#: Per-test files: uploads, multipart uploads and their parts under way, added and generated
+#: files (507 beyond). Generous: a 300 MiB multipart upload is 31 parts and 300 MiB.
+DEFAULT_MAX_FILES = 10_000
+DEFAULT_MAX_FILE_BYTES = 1024 * 1024 * 1024
 
 RECORD_MODES = ("none", "once", "new", "all")
 #: Seconds one upstream HTTP request may take while recording, in all (connect to last byte).
@@ -113,9 +123,19 @@ class Settings:
     max_unmatched: int = DEFAULT_MAX_UNMATCHED
     #: Bytes of each raw request body kept in the journal.
     journal_body: int = DEFAULT_JOURNAL_BODY
+    #: Bytes the journal keeps in all (heads, body prefixes, decoded inputs); the unmatched
+    #: list has the same budget of its own.
+    max_journal_bytes: int = DEFAULT_MAX_JOURNAL_BYTES
+    #: Largest JSON request body decoded as an input, and largest WebSocket message.
+    max_input: int = DEFAULT_MAX_INPUT
+    #: Files a test may make the mock hold (uploads, parts under way, added, generated).
+    max_files: int = DEFAULT_MAX_FILES
+    #: Bytes those files may take in all.
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
 
     def __post_init__(self) -> None:
-        for name in ("max_jobs", "max_body", "max_connections", "max_unmatched"):
+        names = ("max_jobs", "max_body", "max_connections", "max_unmatched", "max_journal_bytes")
+        for name in (*names, "max_input", "max_files", "max_file_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

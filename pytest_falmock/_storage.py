@@ -12,7 +12,12 @@
 - ``files.complete_multipart``: ``POST <file url>/multipart/<uploadId>/complete`` with
   ``{"parts": [...]}`` -> ``{access_url}`` (400 naming a missing or mismatched part);
 - ``files.get``: ``GET <file url>`` -> the bytes with their content type; ``files.generated``:
-  ``GET /fal/files/generated/<spec>/<name>`` -> generated media (:mod:`._media`).
+  ``GET /fal/files/generated/<spec>/<name>`` -> generated media (:mod:`._media`), for the URLs
+  a registered stub hands out only, made on the first download and then served from the store.
+
+Per-test files are bounded (:class:`~._files.StoreFull`): an upload, a part, a new multipart
+upload or a generated file past ``Settings.max_files`` / ``Settings.max_file_bytes`` is
+answered 507 Insufficient Storage with a ``detail`` naming the bound.
 
 ``fal_client`` uses the first two (and, over 100 MiB, the CDN multipart flow); ``@fal-ai/client``
 initiates and PUTs (and, over 90 MiB, uses the storage multipart flow). A multipart ``upload_url``
@@ -28,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from ._blob import BytesBlob
-from ._files import FileEntry, FileKey, MultipartError, new_file_id, safe_name
+from ._files import FileEntry, FileKey, MultipartError, StoreFull, new_file_id, safe_name
 from ._media import MediaSpec, MediaUnavailable, generate
 from ._operation import Operation, Route
 from ._reply import Reply, detail
@@ -38,6 +43,12 @@ from ._urls import GENERATED, file_url, generated_url, multipart_url, service_ur
 Handler = Callable[[Operation], Reply]
 #: Headers of a served file: a browser shows it sandboxed (no script, no same-origin access).
 SERVED_FILE_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
+#: What a request that would pass the file store's bounds is answered.
+INSUFFICIENT_STORAGE = 507
+
+
+def _full(exc: StoreFull) -> Reply:
+    return detail(INSUFFICIENT_STORAGE, str(exc))
 
 
 class Storage:
@@ -89,7 +100,10 @@ class Storage:
     def _cdn_upload(self, op: Operation) -> Reply:
         content_type = op.headers.get("content-type", "application/octet-stream")
         key, url = self._new_file(op, op.headers.get("x-fal-file-name", ""), content_type)
-        self.stores.add_file(FileEntry(key, op.body, content_type, "upload", url, "cdn"))
+        try:
+            self.stores.add_file(FileEntry(key, op.body, content_type, "upload", url, "cdn"))
+        except StoreFull as exc:
+            return _full(exc)
         return Reply(200, {"access_url": url})
 
     def _initiate_spec(self, op: Operation) -> tuple[FileKey, str, str]:
@@ -118,19 +132,34 @@ class Storage:
             )
         url = file_url(op.base_url, *key)
         content_type = op.headers.get("content-type") or declared
-        self.stores.add_file(FileEntry(key, op.body, content_type, "upload", url, "storage"))
+        try:
+            self.stores.add_file(FileEntry(key, op.body, content_type, "upload", url, "storage"))
+        except StoreFull as exc:
+            self.stores.issue_upload(key, declared)  # the URL stays usable for a later PUT
+            return _full(exc)
         return Reply(200, {"file_url": url})
 
     # -- multipart --------------------------------------------------------------------------
+    def _begin(self, key: FileKey, url: str, content_type: str) -> str:
+        """A new multipart upload's id; a request that began before the last reset gets an id
+        nothing knows (its parts answer 404), so it leaves nothing in the next test."""
+        return self.stores.begin_multipart(key, url, content_type) or new_file_id()
+
     def _cdn_multipart(self, op: Operation) -> Reply:
         content_type = op.headers.get("content-type", "application/octet-stream")
         key, url = self._new_file(op, op.headers.get("x-fal-file-name", ""), content_type)
-        upload_id = self.stores.files.begin_multipart(key, url, content_type)
+        try:
+            upload_id = self._begin(key, url, content_type)
+        except StoreFull as exc:
+            return _full(exc)
         return Reply(200, {"access_url": url, "uploadId": upload_id})
 
     def _initiate_multipart(self, op: Operation) -> Reply:
         key, url, content_type = self._initiate_spec(op)
-        upload_id = self.stores.files.begin_multipart(key, url, content_type)
+        try:
+            upload_id = self._begin(key, url, content_type)
+        except StoreFull as exc:
+            return _full(exc)
         return Reply(200, {"upload_url": multipart_url(url, upload_id), "file_url": url})
 
     @staticmethod
@@ -144,7 +173,10 @@ class Storage:
     def _part(self, op: Operation) -> Reply:
         assert op.upload_id is not None
         assert op.part_number is not None
-        etag = self.stores.files.add_part(op.upload_id, self._key(op), op.part_number, op.body)
+        try:
+            etag = self.stores.files.add_part(op.upload_id, self._key(op), op.part_number, op.body)
+        except StoreFull as exc:
+            return _full(exc)
         if etag is None:
             return self._no_upload(op)
         return Reply(200, {"partNumber": op.part_number, "etag": etag}, {"ETag": etag})
@@ -158,7 +190,6 @@ class Storage:
             return detail(400, f"Cannot complete multipart upload {op.upload_id}: {exc}")
         if entry is None:
             return self._no_upload(op)
-        self.stores.add_file(entry)
         return Reply(200, {"access_url": entry.url})
 
     # -- downloads --------------------------------------------------------------------------
@@ -171,18 +202,25 @@ class Storage:
         return Reply(200, raw=entry.blob, content_type=entry.content_type, headers=headers)
 
     def _generated(self, op: Operation) -> Reply:
+        """A generated file: from the store once made; made (and kept) on its first download,
+        for a URL a registered stub hands out; any other path is a 404, never generated."""
         segment, name = self._key(op)
+        key = (f"{GENERATED}/{segment}", name)
+        entry = self.stores.files.get(key)
+        if entry is not None:
+            return Reply(200, raw=entry.blob, content_type=entry.content_type)
         spec = MediaSpec.parse(segment)
+        if spec is None or not self.stores.hands_out((segment, name)):
+            return detail(404, f"No generated media at {op.path}")
         try:
-            if spec is None:
-                raise KeyError(segment)
             data, content_type = generate(spec, name)
-        except KeyError:
+        except KeyError:  # pragma: no cover - a stub hands out only names its spec can make
             return detail(404, f"No generated media at {op.path}")
         except MediaUnavailable as exc:
             return detail(exc.status, exc.detail)
-        key = (f"{GENERATED}/{segment}", name)
-        if self.stores.files.get(key) is None:
-            url = generated_url(op.base_url, segment, name)
+        url = generated_url(op.base_url, segment, name)
+        try:
             self.stores.add_file(FileEntry(key, BytesBlob(data), content_type, "generated", url))
+        except StoreFull as exc:
+            return _full(exc)
         return Reply(200, raw=BytesBlob(data), content_type=content_type)

@@ -6,15 +6,27 @@ import threading
 from collections import OrderedDict, deque
 from typing import Any, Callable, Deque, Iterable, Optional
 
-from ._files import FileEntry, FileKey, FileStore
+from ._files import FileEntry, FileKey, FileStore, StoreFull
 from ._jobs import Job
 from ._journal import FalRequest, UnmatchedRequest, WebhookDelivery
-from ._settings import DEFAULT_MAX_JOBS, DEFAULT_MAX_UNMATCHED
+from ._settings import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_FILES,
+    DEFAULT_MAX_JOBS,
+    DEFAULT_MAX_JOURNAL_BYTES,
+    DEFAULT_MAX_UNMATCHED,
+)
 from ._stubs import Kind, Stub
 
 DEFAULT_MAX_JOURNAL = 50_000
 #: Evicted job ids remembered, so polling one says why it is gone.
 MAX_EVICTED = 1_000
+#: Webhook outcomes kept (the oldest go first).
+MAX_WEBHOOKS = 10_000
+#: Failures of a test's own callbacks kept for the teardown report (the rest are counted).
+MAX_HANDLER_ERRORS = 100
+#: What one reason of an unmatched record costs besides its text (the tuple, the string object).
+REASON_OVERHEAD = 100
 
 
 class Stores:
@@ -30,6 +42,10 @@ class Stores:
         max_jobs: int = DEFAULT_MAX_JOBS,
         max_journal: int = DEFAULT_MAX_JOURNAL,
         max_unmatched: int = DEFAULT_MAX_UNMATCHED,
+        *,
+        max_journal_bytes: int = DEFAULT_MAX_JOURNAL_BYTES,
+        max_files: int = DEFAULT_MAX_FILES,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> None:
         if max_jobs < 1:
             raise ValueError(f"max_jobs must be at least 1, got {max_jobs}")
@@ -48,16 +64,24 @@ class Stores:
         #: Pending jobs with a latency still to run (completed by the clock, see ``Engine.tick``).
         self.timed_jobs: dict[str, Job] = {}
         self.journal: Deque[FalRequest] = deque(maxlen=max_journal)
+        #: What each journal record holds (its ``cost``), in step with ``journal``, and in all.
+        self._journal_costs: Deque[int] = deque()
+        self._journal_bytes = 0
+        self.max_journal_bytes = max_journal_bytes
         self.unmatched: Deque[UnmatchedRequest] = deque(maxlen=max_unmatched)
+        self._unmatched_bytes = 0
         #: Unmatched requests not kept because ``unmatched`` was full.
         self.unmatched_dropped = 0
         #: Uploads, added, generated and recorded files (shares ``lock``).
-        self.files = FileStore(self.lock)
-        self.webhooks: list[WebhookDelivery] = []
+        self.files = FileStore(self.lock, max_files, max_file_bytes)
+        #: Webhook outcomes, the newest :data:`MAX_WEBHOOKS` (older ones go).
+        self.webhooks: Deque[WebhookDelivery] = deque(maxlen=MAX_WEBHOOKS)
         #: Warnings for the test (e.g. a recording that kept a media URL instead of its bytes).
         self.notes: list[str] = []
-        #: Failures of the test's own callbacks, reported at teardown.
+        #: Failures of the test's own callbacks, reported at teardown (the first ones; the
+        #: rest are counted in ``handler_errors_dropped``).
         self.handler_errors: list[str] = []
+        self.handler_errors_dropped = 0
         #: Bumped by every reset; a request that began before a reset records nothing after it.
         self.generation = 0
         self._request = threading.local()
@@ -120,6 +144,11 @@ class Stores:
                         return stub, []
                     tried[i] = (stub, reason)
         return None, [(stub.label, reason) for stub, reason in tried]
+
+    def hands_out(self, generated: tuple[str, str]) -> bool:
+        """Whether a registered stub's answers point at the generated file ``(spec, name)``."""
+        with self.lock:
+            return any(generated in stub.generated for stub in (*self.test_stubs, *self.session_stubs))
 
     def clear_session_stubs(self) -> int:
         """Forget every session stub; returns how many there were."""
@@ -194,26 +223,61 @@ class Stores:
             if not self._stale(generation):
                 items.append(item)
 
-    def record(self, request: FalRequest) -> None:
-        self._keep(self.journal, request)
-
-    def record_unmatched(self, request: UnmatchedRequest) -> None:
+    def record(self, request: FalRequest, cost: int = 0) -> None:
+        """Journal ``request``, which holds about ``cost`` bytes: past ``max_journal_bytes`` in
+        all (or the count bound), the oldest records go."""
         with self.lock:
             if self._stale():
                 return
-            if len(self.unmatched) == self.max_unmatched:
-                self.unmatched_dropped += 1  # the first ones are kept: they explain the failure
+            journal, costs = self.journal, self._journal_costs
+            if len(journal) == journal.maxlen:
+                journal.popleft()
+                self._journal_bytes -= costs.popleft()
+            journal.append(request)
+            costs.append(cost)
+            self._journal_bytes += cost
+            while self._journal_bytes > self.max_journal_bytes and len(journal) > 1:
+                journal.popleft()
+                self._journal_bytes -= costs.popleft()
+
+    def record_unmatched(self, request: UnmatchedRequest, input_cost: int = 0) -> None:
+        """Keep ``request`` for the teardown report unless ``max_unmatched`` records or
+        ``max_journal_bytes`` (its input's ``input_cost`` and its reasons) are held already: the
+        first ones are kept (they explain the failure), later ones counted."""
+        cost = input_cost + sum(len(reason) + REASON_OVERHEAD for _, reason in request.reasons)
+        with self.lock:
+            if self._stale():
+                return
+            full = len(self.unmatched) == self.max_unmatched
+            if full or (self.unmatched and self._unmatched_bytes + cost > self.max_journal_bytes):
+                self.unmatched_dropped += 1
             else:
                 self.unmatched.append(request)
+                self._unmatched_bytes += cost
 
     def add_file(self, entry: FileEntry) -> None:
-        """Serve ``entry`` until the next reset (unless the request began before the last one)."""
-        with self.lock:
-            stale = self._stale()
-            if not stale:
-                self.files.put(entry)
+        """Serve ``entry`` until the next reset (unless the request began before the last one);
+        :class:`StoreFull` (the entry dropped) past the file bounds."""
+        entry.blob = self.files.spill(entry.blob)  # before the lock: it may write to disk
+        stale = False
+        try:
+            with self.lock:
+                stale = self._stale()
+                if not stale:
+                    self.files.put(entry)
+        except StoreFull:
+            entry.blob.close()
+            raise
         if stale:
             entry.blob.close()
+
+    def begin_multipart(self, key: FileKey, url: str, content_type: str) -> Optional[str]:
+        """Start a multipart upload (its id; None when the request began before the last
+        reset); :class:`StoreFull` past the file bounds."""
+        with self.lock:
+            if self._stale():
+                return None
+            return self.files.begin_multipart(key, url, content_type)
 
     def issue_upload(self, key: FileKey, content_type: str) -> None:
         """Remember an upload URL handed out (unless the request began before the last reset)."""
@@ -234,7 +298,13 @@ class Stores:
 
     def add_handler_error(self, text: str) -> None:
         """A test's callback (a realtime reply, a WebSocket handler) raised or answered nonsense."""
-        self._keep(self.handler_errors, text)
+        with self.lock:
+            if self._stale():
+                return
+            if len(self.handler_errors) < MAX_HANDLER_ERRORS:
+                self.handler_errors.append(text)
+            else:
+                self.handler_errors_dropped += 1
 
     def add_webhook(self, delivery: WebhookDelivery, generation: Optional[int] = None) -> None:
         """Record a webhook outcome; ``generation`` is the one the job completed in."""
@@ -258,9 +328,13 @@ class Stores:
             self._evicted.clear()
             self.timed_jobs.clear()
             self.journal.clear()
+            self._journal_costs.clear()
+            self._journal_bytes = 0
             self.unmatched.clear()
+            self._unmatched_bytes = 0
             self.unmatched_dropped = 0
             self.files.reset()
             self.webhooks.clear()
             self.notes.clear()
             self.handler_errors.clear()
+            self.handler_errors_dropped = 0

@@ -114,6 +114,9 @@ class Stub:
     notes: Sequence[str] = ()
     #: Set on stubs that serve WebSocket connections (and only those).
     socket: Optional[SocketAnswer] = None
+    #: The generated media its answers point at, ``(spec segment, file name)`` each: the mock
+    #: serves (and generates) only these under ``/fal/files/generated/``.
+    generated: Sequence[tuple[str, str]] = ()
     used: int = field(default=0)
 
     @property
@@ -205,6 +208,7 @@ def make_stub(
     headers: Any = None,
     media: Sequence[RecordedMedia] = (),
     socket: Optional[SocketAnswer] = None,
+    generated: Sequence[tuple[str, str]] = (),
 ) -> Stub:
     """A validated :class:`Stub`; ``times``, ``latency`` or ``headers`` out of range raise
     :class:`OptionError`.
@@ -233,6 +237,7 @@ def make_stub(
         headers=extra_headers,
         media=tuple(media),
         socket=socket,
+        generated=tuple(generated),
     )
 
 

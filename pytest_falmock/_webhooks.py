@@ -27,6 +27,8 @@ from ._stores import Stores
 DELIVERY_TIMEOUT = 5.0
 #: How long reading ``fal_mock.webhooks`` (or a reset) waits for deliveries under way, in all.
 DRAIN_TIMEOUT = 2 * DELIVERY_TIMEOUT + 1.0
+#: Deliveries under way at once (one thread each); more are recorded as failed, not started.
+MAX_IN_FLIGHT = 256
 
 
 def webhook_body(job: Job) -> dict[str, Any]:
@@ -103,7 +105,13 @@ class WebhookSender:
         )
         with self._lock:
             self._threads = [t for t in self._threads if t.is_alive()]
-            self._threads.append(thread)
+            busy = len(self._threads) >= MAX_IN_FLIGHT
+            if not busy:
+                self._threads.append(thread)
+        if busy:
+            error = f"{MAX_IN_FLIGHT} webhook deliveries were under way already; this one was not sent"
+            self._stores.add_webhook(WebhookDelivery(url, job.request_id, body, "failed", error=error))
+            return
         thread.start()
 
     def _deliver(self, url: str, request_id: str, body: dict[str, Any], generation: int) -> None:

@@ -144,6 +144,8 @@ class FakeFal:
             return _json(body, 422, **{"x-fal-error-type": f"leaked {auth} / {quote(auth)}"})
         if model == "fake/huge":
             return _json({"blob": "x" * 65536})
+        if model == "fake/deep":  # valid JSON nested past Python's recursion limit
+            return Response("[" * 100_000 + "]" * 100_000, content_type="application/json")
         if model == "fake/trickle":
 
             def drip() -> Iterator[bytes]:

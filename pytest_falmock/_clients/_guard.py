@@ -5,7 +5,9 @@ server on 127.0.0.1 that refuses every request at once with ``403`` and a messag
 what happened and how to fix it: no client retries a 403, so the call fails in milliseconds
 instead of retrying a dead host for a minute. The server keeps the calls it refused, so the
 plugin can fail the test (or the collection) that made them even if the app swallowed the
-error. It starts when a client module is first patched, i.e. when the run imports
+error. A request a web page sends (an ``Origin`` or ``Sec-Fetch-Site: cross-site`` of another
+site, a ``Host`` that is not loopback) is refused without being kept: a page cannot fail tests.
+It starts when a client module is first patched, i.e. when the run imports
 ``fal_client`` or ``fal``; a run that never does pays nothing.
 """
 
@@ -20,6 +22,7 @@ from urllib.parse import quote
 
 from .._http import FastServer
 from .._http_wire import HttpRequest, HttpResponse, header_lines
+from .._net import foreign_page, host_of, is_loopback_host
 from .._settings import Settings
 from .._urls import PREFIX
 from ._redirect import ClientRedirect
@@ -147,7 +150,19 @@ class Guard:
     def max_body(self) -> int:
         return MAX_BODY
 
+    @property
+    def max_input(self) -> int:
+        return MAX_BODY
+
     def respond(self, request: HttpRequest) -> HttpResponse:
+        page = foreign_page(request.headers)
+        host = request.headers.get("host")
+        if page is None and host is not None and not is_loopback_host(host_of(host) or ""):
+            page = f"a request for the host {host[:100]!r}"
+        if page is not None:  # a web page, not the test process: refused, but it fails no test
+            body = {"detail": f"fal_mock guard: {page} is not a fal call of this test run"}
+            head = header_lines([("Content-Type", "application/json")])
+            return HttpResponse(403, head, json.dumps(body).encode(), close=True)
         return self._refuse(GuardedCall(request.method, fal_url(request)))
 
     def too_large(self, length: Optional[int], path: Optional[str] = None) -> HttpResponse:
@@ -157,7 +172,8 @@ class Guard:
         return self._refuse(GuardedCall("?", f"(a request that is not valid HTTP: {message})"), close=True)
 
     def report(self, exc: BaseException) -> None:
-        self.internal_errors.append(repr(exc))
+        if len(self.internal_errors) < MAX_KEPT:
+            self.internal_errors.append(repr(exc))
 
     def _refuse(self, call: GuardedCall, close: bool = False) -> HttpResponse:
         with self._lock:
