@@ -25,14 +25,18 @@ def check_seconds(value: object, where: str, clock: Optional[Clock] = None) -> f
     with ``clock``, also no more than it may still move ahead (:data:`MAX_OFFSET` in all)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{where}: seconds must be a number, got {value!r}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{where}: seconds must be a finite, non-negative number, got {value!r}")
-    if clock is not None and value > MAX_OFFSET - clock.offset:
+    try:
+        seconds = float(value)  # an int past float's range (JSON has no limit) raises here
+    except OverflowError:
+        seconds = math.inf
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(f"{where}: seconds must be a finite, non-negative number, got {value!r:.40}")
+    if clock is not None and seconds > MAX_OFFSET - clock.offset:
         raise ValueError(
             f"{where}: the mock's clock runs at most {MAX_OFFSET:,.0f} s (100 years) ahead of the "
-            f"wall clock, and it is {clock.offset:,.0f} s ahead; got {value!r}"
+            f"wall clock, and it is {clock.offset:,.0f} s ahead; got {value!r:.40}"
         )
-    return float(value)
+    return seconds
 
 
 class Clock:

@@ -27,6 +27,8 @@ _SOCKET_KINDS = ("connection", "realtime", "websocket")
 ModelSpec = Union[str, Pattern[str]]
 InputMatcher = Union[Mapping[str, Any], Callable[[Any], bool], None]
 FAL_HOSTS = QUEUE_HOSTS | RUN_HOSTS | REST_HOSTS | CDN_HOSTS
+#: The longest ``latency`` a stub may have, in seconds (a year: a wait stays a finite sleep).
+MAX_LATENCY = 365 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -221,8 +223,9 @@ def make_stub(
         raise OptionError("headers", exc.requirement, exc.value) from None
     if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
         raise OptionError("times", "a positive integer", times)
-    if isinstance(latency, bool) or not isinstance(latency, (int, float)) or not latency >= 0:
-        raise OptionError("latency", "a non-negative number of seconds", latency)
+    if isinstance(latency, bool) or not isinstance(latency, (int, float)) or not 0 <= latency <= MAX_LATENCY:
+        # NaN, infinity and ints past float's range fail the comparison too
+        raise OptionError("latency", f"a non-negative number of seconds, at most {MAX_LATENCY:,}", latency)
     return Stub(
         model=model,
         render=render,

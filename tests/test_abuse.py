@@ -39,6 +39,7 @@ MiB = 1024 * KiB
 FLUX = "fal-ai/flux/dev"
 LCM = "fal-ai/fast-lcm-diffusion"
 JSON_TYPE = [("Content-Type", "application/json")]
+JSON_HEADER = dict(JSON_TYPE)
 BINARY = [("Content-Type", "application/octet-stream")]
 Make = Callable[..., FalMock]
 
@@ -251,6 +252,16 @@ def test_the_clock_cannot_be_pushed_past_any_date() -> None:
         refused = http("POST", control, {"seconds": 1e308})
         assert refused.status == 400
         assert "runs at most 3,153,600,000 s (100 years) ahead of the wall clock" in refused.json["detail"]
+        past_floats = http("POST", control, raw=b'{"seconds": 1' + b"0" * 400 + b"}", headers=JSON_HEADER)
+        assert past_floats.status == 400  # JSON ints have no limit: float() of this one overflows
+        assert "seconds must be a finite, non-negative number" in past_floats.json["detail"]
+        endless = {
+            "fixtures": [{"match": {"model": "fal-ai/slow"}, "response": {"json": {}}, "latency": 10**400}]
+        }
+        answer = http("POST", f"{mock.base_url}/__falmock/fixtures", endless)
+        assert answer.status == 400
+        assert "latency" in answer.json["detail"]
+        assert "at most 31,536,000" in answer.json["detail"]
         assert http("POST", control, {"seconds": MAX_OFFSET - 10}).status == 200
         assert http("POST", control, {"seconds": 20}).status == 400
         with pytest.raises(ValueError, match="at most 3,153,600,000 s"):

@@ -16,21 +16,27 @@ import string
 from typing import Iterator, Optional
 from urllib.parse import quote
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rawhttp import chunked, parse_responses, read_until_close
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from pytest_falmock import FalMock
 from pytest_falmock._http_wire import split_target
 
 LIMIT = 256 * 1024
+LCM = "fal-ai/fast-lcm-diffusion"
 DELIBERATE_5XX = {501, 505}
 #: What makes a head 400 whatever follows: a control character in the target, two Host headers.
 HEAD_FLAW = re.compile("[\x00-\x20\x7f]")
 #: Answers given before a request is routed (they cannot tell a control path).
 PRE_ROUTING = {400, 408, 413, 414, 431, 501, 505}
 TIMEOUT = 10.0
+#: A WebSocket answer comes at once or not at all (a hang fails the example).
+WS_TIMEOUT = 5.0
 FUZZ = settings(
     max_examples=int(os.environ.get("FALMOCK_FUZZ_EXAMPLES", "120")),  # more for a soak run
     deadline=None,
@@ -44,6 +50,10 @@ def mock() -> Iterator[FalMock]:
     server.on_image(re.compile("flux"), {"images": [{"url": "https://x/a.png"}]})
     server.on_stream(re.compile("llm"), [{"a": 1}, {"b": 2}])
     server.on_queue(re.compile("slow"), {"ok": 1}, latency=0.05)
+    server.on_image("fal-ai/gen", {"images": [{"width": 8, "height": 8}, {"content_type": "image/jpeg"}]})
+    server.on_video("fal-ai/gen-video", {"video": {}})
+    server.on_realtime(LCM, lambda message: {"echo": message} if isinstance(message, dict) else {"other": 1})
+    server.on_websocket("fal-ai/socket", lambda frame: [frame, frame])
     with server:
         yield server
 
@@ -341,3 +351,229 @@ FOUND = {
 def test_cases_the_fuzzer_found(mock: FalMock, data: bytes, status: int) -> None:
     head_only = data.startswith(b"HEAD")
     assert check_answers(mock, send(mock.port, data), head_only=head_only) == [status]
+
+
+# -- the routes issues 9-13 added: files, multipart, storage, realtime, JWKS, control ------------
+def _live_ids(mock: FalMock) -> dict[str, str]:
+    """Real ids for the fuzzer to aim at: an issued upload URL and a multipart upload under way."""
+    issued = http_json(mock, "POST", "/fal/rest/storage/upload/initiate", {"file_name": "f.bin"})
+    started = http_json(mock, "POST", "/fal/rest/storage/upload/initiate-multipart", {"file_name": "m.bin"})
+    generated = http_json(mock, "POST", "/fal/run/fal-ai/gen", {})["images"]
+    return {
+        "issued": split_target(issued["upload_url"].split(str(mock.port), 1)[1])[0],
+        "multipart": split_target(started["upload_url"].split(str(mock.port), 1)[1])[0],
+        "generated": split_target(generated[0]["url"].split(str(mock.port), 1)[1])[0],
+    }
+
+
+def http_json(mock: FalMock, method: str, path: str, body: object) -> dict:  # type: ignore[type-arg]
+    conn = http.client.HTTPConnection("127.0.0.1", mock.port, timeout=TIMEOUT)
+    try:
+        conn.request(method, path, json.dumps(body), {"Content-Type": "application/json"})
+        answer = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    assert isinstance(answer, dict)
+    return answer
+
+
+SPECS = st.one_of(
+    st.sampled_from(
+        ["8x8", "1024x1024", "video", "audio", "0x8", "8x0", "99999x1", "8x8x8", "9" * 5000 + "x1"]
+    ),
+    st.sampled_from(["%EF%BC%91x1", "x8", "8x", "-1x8", "%00", ".."]),
+    SEGMENTS,
+)
+NAMES = st.one_of(
+    st.sampled_from(["generated_image_0.png", "generated_image_1.jpg", "generated_video.mp4", "x.wav"]),
+    st.sampled_from(["a.avif", "a", ".png", "a.PNG", "%2F.png"]),
+    SEGMENTS,
+)
+NEW_ROUTE_PATHS = st.one_of(
+    st.builds(lambda spec, name: f"/fal/files/generated/{spec}/{name}", SPECS, NAMES),
+    st.sampled_from(
+        [
+            "/fal/rest/storage/upload/initiate",
+            "/fal/rest/storage/upload/initiate-multipart",
+            "/fal/rest/storage/upload/complete-multipart",
+            "/fal/rest/storage/auth/token",
+            "/fal/cdn/files/upload",
+            "/fal/cdn/files/upload/multipart",
+            "/fal/rest/tokens",
+            "/fal/rest/tokens/",
+            "/fal/rest/.well-known/jwks.json",
+            "/__falmock/advance",
+            "/__falmock/unmatched",
+            "/__falmock/fixtures",
+            "/__falmock/requests",
+        ]
+    ),
+    st.builds(lambda a, b: f"/fal/files/{a}/{b}", SEGMENTS, NAMES),
+    st.builds(
+        lambda a, b, c, d: f"/fal/files/{a}/{b}/multipart/{c}/{d}",
+        SEGMENTS,
+        NAMES,
+        SEGMENTS,
+        st.one_of(st.sampled_from(["1", "0", "10000", "10001", "complete", "99999999999"]), SEGMENTS),
+    ),
+)
+PARTS = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "partNumber": st.one_of(st.integers(-2, 10_002), st.booleans(), st.text(max_size=3)),
+            "etag": st.one_of(st.text(max_size=10), st.integers()),
+        },
+    ),
+    max_size=4,
+)
+NEW_ROUTE_BODIES = st.one_of(
+    BODIES,
+    st.builds(lambda parts: json.dumps({"parts": parts}).encode(), st.one_of(PARTS, JSON_VALUES)),
+    st.builds(
+        lambda seconds: json.dumps({"seconds": seconds}).encode(),
+        st.one_of(st.floats(allow_nan=False), st.integers(-(10**400), 10**400), JSON_VALUES),
+    ),
+    st.builds(
+        lambda name, content_type: json.dumps({"file_name": name, "content_type": content_type}).encode(),
+        st.one_of(st.text(max_size=30), JSON_VALUES),
+        st.one_of(st.sampled_from(["image/png", "text/html\r\nX: y", ""]), JSON_VALUES),
+    ),
+    st.just(b"[" + b"{}," * 3000 + b"{}]"),
+)
+NEW_ROUTE_HEADERS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("Content-Type"),
+            st.sampled_from(["application/json", "text/plain", "application/octet-stream", "image/png"]),
+        ),
+        st.tuples(
+            st.just("X-Fal-File-Name"), st.one_of(st.sampled_from(["../x", "a b.png", ""]), HEADER_TEXT)
+        ),
+        st.tuples(st.just("Origin"), st.sampled_from(["https://evil.example", "http://localhost:3000"])),
+        st.tuples(st.just("Accept"), st.sampled_from(["text/event-stream", "*/*"])),
+    ),
+    max_size=4,
+)
+
+
+SECONDS = st.one_of(
+    st.floats(allow_nan=False),
+    st.sampled_from([1e308, 3.2e9, 1e9, -1, 0]),
+    st.integers(-(10**400), 10**400),
+    JSON_VALUES,
+)
+Request = tuple[str, str, list[tuple[str, str]], bytes]
+
+
+def _new_route_requests(live: dict[str, str]) -> st.SearchStrategy[Request]:
+    """Requests to the routes issues 9-13 added, each family with the method it takes (so the
+    fuzzer gets past the 405s to the parsing), then anything to any of them."""
+    as_json = [("Content-Type", "application/json")]
+    part_paths = st.builds(
+        lambda tail: f"{live['multipart']}/{tail}", st.sampled_from(["1", "2", "0", "10001", "x"])
+    )
+    return st.one_of(
+        st.tuples(
+            st.sampled_from(["GET", "HEAD"]),
+            st.one_of(st.builds(lambda spec, name: f"/fal/files/generated/{spec}/{name}", SPECS, NAMES)),
+            st.just([]),
+            st.just(b""),
+        ),
+        st.tuples(
+            st.just("POST"),
+            st.just("/__falmock/advance"),
+            st.just(as_json),
+            st.builds(lambda seconds: json.dumps({"seconds": seconds}).encode(), SECONDS),
+        ),
+        st.tuples(st.just("PUT"), part_paths, NEW_ROUTE_HEADERS, BODIES),
+        st.tuples(
+            st.just("POST"),
+            st.just(f"{live['multipart']}/complete"),
+            st.just(as_json),
+            st.builds(lambda parts: json.dumps({"parts": parts}).encode(), st.one_of(PARTS, JSON_VALUES)),
+        ),
+        st.tuples(
+            st.just("POST"),
+            st.sampled_from(
+                [
+                    "/fal/rest/storage/upload/initiate",
+                    "/fal/rest/storage/upload/initiate-multipart",
+                    "/fal/cdn/files/upload",
+                    "/fal/cdn/files/upload/multipart",
+                    "/fal/rest/tokens/",
+                ]
+            ),
+            NEW_ROUTE_HEADERS,
+            NEW_ROUTE_BODIES,
+        ),
+        st.tuples(
+            st.sampled_from(["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"]),
+            st.one_of(NEW_ROUTE_PATHS, st.sampled_from(list(live.values()))),
+            NEW_ROUTE_HEADERS,
+            NEW_ROUTE_BODIES,
+        ),
+    )
+
+
+def test_random_requests_to_the_new_routes_never_crash_or_hang_the_server(mock: FalMock) -> None:
+    @FUZZ
+    @given(data=_new_route_requests(_live_ids(mock)))
+    def run(data: Request) -> None:
+        method, path, headers, body = data
+        raw = build(method, path, "", headers, body, "HTTP/1.1", False)
+        check_answers(mock, send(mock.port, raw), method == "HEAD", path)
+
+    run()
+    cycle_works(mock.port)
+    assert mock._server.internal_errors == []
+
+
+MSGPACK_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=20)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+WS_MESSAGES = st.lists(
+    st.one_of(
+        st.binary(max_size=200),
+        MSGPACK_VALUES.map(lambda v: msgpack.packb(v)),
+        JSON_VALUES.map(json.dumps),
+        st.text(max_size=50),
+        st.just(65536).map(lambda n: b"\xdd" + n.to_bytes(4, "big") + b"\x90" * n),  # n empty arrays
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+def test_random_websocket_messages_never_crash_or_hang_the_server(mock: FalMock) -> None:
+    ws_base = mock.base_url.replace("http", "ws", 1) + "/fal/run/"
+
+    @settings(FUZZ, max_examples=max(10, FUZZ.max_examples // 3))
+    @given(
+        endpoint=st.sampled_from([f"{LCM}/realtime", "fal-ai/socket", "fal-ai/nothing/realtime"]),
+        messages=WS_MESSAGES,
+    )
+    def run(endpoint: str, messages: list[object]) -> None:
+        with connect(ws_base + endpoint, open_timeout=TIMEOUT, close_timeout=1) as ws:
+            if endpoint == "fal-ai/nothing/realtime":  # told why, then closed
+                assert json.loads(ws.recv(WS_TIMEOUT))["error"] == "no_fixture_match"
+                with pytest.raises(ConnectionClosed):
+                    ws.recv(WS_TIMEOUT)
+                return
+            for message in messages:
+                ws.send(message)  # type: ignore[arg-type]
+                if endpoint == "fal-ai/socket":
+                    assert ws.recv(WS_TIMEOUT) == message
+                    assert ws.recv(WS_TIMEOUT) == message
+                else:
+                    answer = ws.recv(WS_TIMEOUT)  # a result or an x-fal-error, never silence
+                    if isinstance(answer, str):
+                        assert json.loads(answer)["type"] == "x-fal-error"
+
+    run()
+    assert mock._server.internal_errors == []
+    cycle_works(mock.port)
