@@ -52,6 +52,8 @@ _EXTENSIONS = {"image/jpeg": "jpg", **{v: k for k, v in MEDIA_TYPES.items() if v
 MAX_PARTS = 10_000
 #: Upload URLs issued and not used yet, kept at most (the oldest is forgotten first).
 MAX_ISSUED = 10_000
+#: Longest file name (and content type) kept: a client may send anything up to its body limit.
+MAX_NAME = 255
 #: Bytes of per-test files kept in memory; beyond, small files are written to temporary files.
 MAX_IN_MEMORY = 64 * 1024 * 1024
 #: The documented defaults of ``Settings.max_files`` / ``Settings.max_file_bytes``.
@@ -79,12 +81,24 @@ def extension_for(content_type: str) -> str:
 
 
 def safe_name(name: str, content_type: str = "") -> str:
-    """A file name safe as one URL path segment; unnamed files get ``upload.<ext>``."""
+    """A file name safe as one URL path segment, at most :data:`MAX_NAME` characters (a longer
+    one keeps its extension); unnamed files get ``upload.<ext>``."""
     cleaned = name.replace("/", "_").replace("\\", "_").replace("\x00", "").replace("?", "_")
     cleaned = cleaned.replace("#", "_").strip()
+    if len(cleaned) > MAX_NAME:
+        ext = extension(cleaned)
+        ext = f".{ext}" if 0 < len(ext) <= 16 else ""
+        cleaned = cleaned[: MAX_NAME - len(ext)].rstrip() + ext
     if cleaned not in ("", ".", ".."):
         return cleaned
     return "upload." + extension_for(content_type)
+
+
+def media_type(value: str, default: str = "application/octet-stream") -> str:
+    """``value`` as a file's content type: stripped, and ``default`` when it is empty or longer
+    than :data:`MAX_NAME` characters (no media type is; it would be served back as a header)."""
+    value = value.strip()
+    return value if 0 < len(value) <= MAX_NAME else default
 
 
 def new_file_id() -> str:

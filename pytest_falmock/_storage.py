@@ -33,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from ._blob import BytesBlob
-from ._files import FileEntry, FileKey, MultipartError, StoreFull, new_file_id, safe_name
+from ._files import FileEntry, FileKey, MultipartError, StoreFull, media_type, new_file_id, safe_name
 from ._media import MediaSpec, MediaUnavailable, generate
 from ._operation import Operation, Route
 from ._reply import Reply, detail
@@ -98,7 +98,7 @@ class Storage:
         )
 
     def _cdn_upload(self, op: Operation) -> Reply:
-        content_type = op.headers.get("content-type", "application/octet-stream")
+        content_type = media_type(op.headers.get("content-type", ""))
         key, url = self._new_file(op, op.headers.get("x-fal-file-name", ""), content_type)
         try:
             self.stores.add_file(FileEntry(key, op.body, content_type, "upload", url, "cdn"))
@@ -109,9 +109,9 @@ class Storage:
     def _initiate_spec(self, op: Operation) -> tuple[FileKey, str, str]:
         spec = op.input if isinstance(op.input, dict) else {}
         name = spec.get("file_name") or spec.get("filename") or ""
-        content_type = str(spec.get("content_type") or "")
+        content_type = media_type(str(spec.get("content_type") or ""))
         key, url = self._new_file(op, str(name), content_type)
-        return key, url, content_type or "application/octet-stream"
+        return key, url, content_type
 
     def _initiate(self, op: Operation) -> Reply:
         key, url, content_type = self._initiate_spec(op)
@@ -131,7 +131,7 @@ class Storage:
                 "POST .../storage/upload/initiate",
             )
         url = file_url(op.base_url, *key)
-        content_type = op.headers.get("content-type") or declared
+        content_type = media_type(op.headers.get("content-type", ""), declared)
         try:
             self.stores.add_file(FileEntry(key, op.body, content_type, "upload", url, "storage"))
         except StoreFull as exc:
@@ -146,7 +146,7 @@ class Storage:
         return self.stores.begin_multipart(key, url, content_type) or new_file_id()
 
     def _cdn_multipart(self, op: Operation) -> Reply:
-        content_type = op.headers.get("content-type", "application/octet-stream")
+        content_type = media_type(op.headers.get("content-type", ""))
         key, url = self._new_file(op, op.headers.get("x-fal-file-name", ""), content_type)
         try:
             upload_id = self._begin(key, url, content_type)

@@ -127,6 +127,23 @@ def test_a_refused_put_leaves_its_issued_url_usable() -> None:
         assert http("PUT", url, raw=b"data").status == 404
 
 
+def test_names_and_content_types_sent_to_be_kept_are_bounded() -> None:
+    with FalMock() as mock:
+        for _ in range(3):  # each issued URL is remembered until it is used: none holds megabytes
+            issued = http(
+                "POST",
+                f"{mock.url}/rest/storage/upload/initiate",
+                {"file_name": "a" * 1_000_000 + ".png", "content_type": "image/" + "x" * 1_000_000},
+            )
+            assert issued.status == 200
+        name = issued.json["upload_url"].rsplit("/", 1)[1]
+        assert (len(name), name[-6:]) == (255, "aa.png")
+        long_type = {"Content-Type": "image/" + "y" * 300}
+        assert http("PUT", issued.json["upload_url"], raw=b"data", headers=long_type).status == 200
+        (kept,) = mock.uploads
+        assert (kept.file_name, kept.content_type) == (name, "application/octet-stream")
+
+
 def test_small_files_leave_memory_once_enough_of_them_are_held(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_files, "MAX_IN_MEMORY", 2 * KiB)
     with FalMock() as mock:
