@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from ._constants import TARGET_URL_HEADER
 from ._journal import FalRequest, UnmatchedRequest
 from ._secrets import redact_text
-from ._stubs import summarize
+from ._stubs import printable, summarize
 
 #: Reasons a log line shows for an unmatched request (the rest are counted).
 LOGGED_REASONS = 3
@@ -27,7 +27,7 @@ def unmatched_message(unmatched: Sequence[UnmatchedRequest], dropped: int = 0) -
     lines = [f"fal_mock: {count} {noun} matched no registered fixture:"]
     for req in unmatched:
         lines.append("")
-        lines.append(f"- {req.method} {req.path} (route {req.route}, model {req.model!r})")
+        lines.append(f"- {req.method} {printable(req.path)} (route {req.route}, model {req.model!r})")
         lines.append(f"  input: {summarize(req.input)}")
         if not req.reasons:
             lines.append("  no fixtures were registered")
@@ -95,8 +95,9 @@ def request_line(
     from the rest."""
     about = [f"route {request.route}" if request.route else "unrouted"]
     if request.model:
-        about.append(f"model {request.model}")
-    line = f"{request.method} {_target(request)} -> {request.status_code} ({', '.join(about)})"
+        about.append(f"model {printable(request.model)}")
+    where = printable(_target(request))  # decoded from what the client sent: no escape sequences
+    line = f"{request.method} {where} -> {request.status_code} ({', '.join(about)})"
     if unmatched is not None:
         reasons = [f"{label}: {reason}" for label, reason in unmatched.reasons]
         shown = "; ".join(reasons[:LOGGED_REASONS]) or "no fixtures are registered"

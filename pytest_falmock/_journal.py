@@ -8,7 +8,7 @@ from typing import Any, Iterator, Mapping, Optional, Tuple, Union
 
 from ._blob import Blob, BytesBlob
 from ._headers import Headers
-from ._stubs import summarize
+from ._stubs import printable, summarize
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class FalRequest:
     body: bytes = field(default=b"", repr=False)
 
     def __str__(self) -> str:
-        where = f"{self.method} {self.path}"
+        where = f"{self.method} {printable(self.path)}"
         bits = [f"route={self.route}" if self.route else "unrouted"]
         if self.model:
             bits.append(f"model={self.model!r}")

@@ -49,6 +49,17 @@ def describe_model(model: ModelSpec) -> str:
     return f"re.compile({model.pattern!r})"
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown as ``\\xNN``: a request's path is decoded from what
+    any client (a web page) sent, and an escape sequence in it must not reach a terminal."""
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
 def summarize(value: Any, limit: int = 120) -> str:
     """A one-line, bounded rendering of a request input for messages."""
     try:

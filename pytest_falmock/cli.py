@@ -29,6 +29,7 @@ from ._mock import FalMock
 from ._record import recorder_for
 from ._secrets import Credentials
 from ._settings import RECORD_MODES, Settings, allowed_hosts, parse_size, queue_config, record_settings
+from ._stubs import printable
 from ._urls import control_url
 
 DEFAULT_HOST = "127.0.0.1"
@@ -159,7 +160,7 @@ def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Sett
 
 def _print_warnings(mock: FalMock) -> None:
     for note in mock.take_warnings():
-        print(f"fal-mock: warning: {note}", file=sys.stderr, flush=True)
+        print(f"fal-mock: warning: {printable(note)}", file=sys.stderr, flush=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -10,6 +10,7 @@ and count; nothing asserts a duration.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -30,6 +31,7 @@ from websockets.sync.client import connect
 from pytest_falmock import FalMock, FalMockUsageError, _files, _realtime, _webhooks
 from pytest_falmock._clients._guard import Guard
 from pytest_falmock._clock import MAX_OFFSET
+from pytest_falmock._diagnostics import RequestLog
 from pytest_falmock._settings import Settings
 from pytest_falmock._storage import Storage
 from pytest_falmock._stores import Stores
@@ -291,6 +293,24 @@ def test_the_clock_cannot_be_pushed_past_any_date() -> None:
         assert (envelope.status, status.status) == (200, 200)
         assert status.json["logs"][0]["timestamp"].startswith("21")  # a date, a century ahead
         assert mock._server.internal_errors == []
+
+
+# -- what reaches the developer's terminal ----------------------------------------------------------
+def test_escape_sequences_in_a_path_never_reach_the_terminal() -> None:
+    """A page can send ``<img src=".../fal/run/%1b]52;c;...%07">``: the path is decoded before it is
+    logged (``fal-mock``'s stderr) and reported (pytest's teardown failure)."""
+    log = io.StringIO()
+    with FalMock() as mock:
+        mock.add_request_listener(RequestLog(log))
+        hostile = "/fal/run/x/%1b%5b2J%1b]52;c;ZXZpbA==%07%c2%9b"
+        (answer,) = exchange(mock.port, request("GET", hostile, [("Sec-Fetch-Site", "cross-site")]))
+        assert answer.status == 404
+        report = mock.problems()
+        (request_made,) = mock.requests
+        shown = [log.getvalue(), report, str(request_made)]
+    for text in shown:
+        assert not any((ord(c) < 32 and c != "\n") or 0x7F <= ord(c) <= 0x9F for c in text), text
+        assert "/fal/run/x/\\x1b[2J\\x1b]52;c;ZXZpbA==\\x07\\x9b" in text
 
 
 # -- reports of failures: bounded ---------------------------------------------------------------------
