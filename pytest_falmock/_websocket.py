@@ -21,7 +21,8 @@ Bounds (how a WebSocket connection relates to the HTTP server's limits):
 - after a close frame is sent the peer has :data:`CLOSE_TIMEOUT` seconds to finish the
   closing handshake, and :meth:`LiveWebSockets.close_all` gives all peers
   :data:`CLOSE_GRACE` seconds in total before it cuts their sockets;
-- a message larger than the server's body limit closes the connection with 1009.
+- a message larger than ``Settings.max_input`` (16 MiB, or the body limit when lower) closes the
+  connection with 1009: ``websockets`` refuses a frame by its declared length, before reading it.
 """
 
 from __future__ import annotations
