@@ -1,7 +1,8 @@
 """The mock's one clock: wall time plus a virtual offset.
 
 Everything time-based in the engine (job latency, run and stream latency, log timestamps)
-reads this clock, never ``time.time()`` directly. The offset only grows: the patched
+reads this clock, never ``time.time()`` directly. Within a test the offset only grows (a reset
+takes it back to 0, with the jobs that depended on it): the patched
 clients' sleeps (``_clients/_virtual_time.py``), a run's latency under virtual time and
 :meth:`Clock.advance` (``fal_mock.advance()``, ``POST /__falmock/advance``) add to it, while
 real time keeps flowing underneath, so an app's own ``time.sleep`` still moves the clock.
@@ -69,6 +70,11 @@ class Clock:
             listeners = list(self._listeners)
         for listener in listeners:
             listener()
+
+    def reset(self) -> None:
+        """Back to the wall clock (a reset: nothing of the last test waits on the offset any more)."""
+        with self._lock:
+            self._offset = 0.0
 
     def listen(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener()`` after every advance (in the advancing thread); returns its remover."""

@@ -214,13 +214,15 @@ class FalMock(Registering):
 
     def reset(self) -> None:
         """Forget per-test stubs, jobs, the journal, uploads, added files and webhooks; keep
-        session stubs (and their recorded media); restore the session settings.
+        session stubs (and their recorded media); restore the session settings; put the clock
+        back on the wall clock.
 
         Work still under way for the previous test (a slow request, a webhook delivery) records
         nothing once the reset is done; its open WebSocket connections are closed (1001).
         """
         self._server.close_websockets()
         self._stores.reset()
+        self._clock.reset()  # the next test starts on the wall clock, not where this one left it
         self._settings = self._defaults
         self._server.clear_internal_errors()
 

@@ -293,6 +293,9 @@ def test_the_clock_cannot_be_pushed_past_any_date() -> None:
         assert (envelope.status, status.status) == (200, 200)
         assert status.json["logs"][0]["timestamp"].startswith("21")  # a date, a century ahead
         assert mock._server.internal_errors == []
+        mock.reset()  # the next test starts on the wall clock: nothing of this one shows
+        assert mock.clock.offset == 0
+        assert http("POST", control, {"seconds": 60}).json == {"advanced": 60.0, "offset": 60.0}
 
 
 # -- what reaches the developer's terminal ----------------------------------------------------------
