@@ -48,6 +48,10 @@ POLICY_VIOLATION: Final = 1008
 #: Values one decoded message may hold (objects, arrays, strings, numbers): past it, the
 #: message is refused, so no message makes the mock build millions of objects.
 MAX_VALUES: Final = 1_000_000
+#: A message this small is decoded as it is: it cannot hold many values, and each byte makes
+#: at most about :data:`BYTE_COST` bytes of objects (an empty array is one byte).
+SMALL_MESSAGE: Final = 1024
+BYTE_COST: Final = 80
 
 #: Records a journal entry, the unmatched record of one and the decoded input's estimated
 #: size: the engine's ``_journal``.
@@ -304,6 +308,11 @@ def decode(message: Message) -> tuple[Any, int]:
         except (ValueError, RecursionError):
             return message, len(message)
         return value, value_cost(value)
+    if len(message) <= SMALL_MESSAGE and len(message) < MAX_VALUES:  # the usual case, kept fast
+        try:
+            return msgpack.unpackb(message, raw=False), BYTE_COST * len(message)
+        except Exception as exc:
+            raise ValueError(f"the message is not valid msgpack: {str(exc) or type(exc).__name__}") from None
     built = 0
 
     def counted(container: Any) -> Any:
