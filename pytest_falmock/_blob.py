@@ -206,14 +206,74 @@ class JoinedBlob(Blob):
             part.close()
 
 
-def spilled(blob: Blob) -> Blob:
-    """``blob``'s bytes in a new temporary file (``blob`` itself is left as it is)."""
+class Arena:
+    """One temporary file that many small blobs are appended to: one descriptor for all of them
+    (a descriptor each would let a client that sends thousands of small files exhaust the
+    process's descriptors). Its slices are freed together, by :meth:`close`."""
 
-    def fill(spool: Spool) -> None:
-        for piece in blob.chunks():
-            spool.write(piece)
+    __slots__ = ("_file", "_lock", "size")
 
-    return Spool.filled(fill, threshold=0)
+    def __init__(self) -> None:
+        self._file: Optional[IO[bytes]] = None
+        self._lock = threading.Lock()
+        #: Bytes appended so far (none is ever reclaimed before :meth:`close`).
+        self.size = 0
+
+    def add(self, blob: Blob) -> Blob:
+        """A copy of ``blob``'s bytes, appended to the arena."""
+        with self._lock:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(prefix="fal_mock-")  # noqa: SIM115 - closed by close()
+            elif self._file.closed:
+                raise BlobGone("this arena is closed")
+            offset = self.size
+            self._file.seek(offset)
+            for piece in blob.chunks():
+                self._file.write(piece)
+            self._file.flush()
+            self.size = offset + blob.size
+        return ArenaSlice(self, offset, blob.size)
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        with self._lock:
+            if self._file is None or self._file.closed:
+                raise BlobGone("this file is gone: the mock drops uploads when their test ends (reset)")
+            if _HAS_PREAD:
+                return os.pread(self._file.fileno(), n, offset)
+            self._file.seek(offset)  # pragma: no cover - platforms without os.pread (Windows)
+            return self._file.read(n)  # pragma: no cover
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+            else:
+                self._file = tempfile.TemporaryFile(prefix="fal_mock-")  # noqa: SIM115
+                self._file.close()  # a closed arena stays closed
+
+
+class ArenaSlice(Blob):
+    """Bytes at ``offset`` in an :class:`Arena`; closing it frees nothing (the arena does)."""
+
+    __slots__ = ("_size", "arena", "offset")
+
+    def __init__(self, arena: Arena, offset: int, size: int) -> None:
+        self.arena = arena
+        self.offset = offset
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def chunks(self, chunk: int = CHUNK) -> Iterator[bytes]:
+        done = 0
+        while done < self._size:
+            piece = self.arena.read_at(self.offset + done, min(chunk, self._size - done))
+            if not piece:
+                raise OSError(f"arena ended at {done} of {self._size} bytes")
+            done += len(piece)
+            yield piece
 
 
 class Spool:

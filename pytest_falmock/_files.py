@@ -8,8 +8,10 @@ next to a fixture file, read on demand).
 Per-test files are bounded (``Settings.max_files``, ``Settings.max_file_bytes``): each file,
 each multipart upload under way and each of its parts counts, and what would go past either
 bound is refused (:class:`StoreFull`, answered 507) instead of filling memory or disk. Small
-files stay in memory until :data:`MAX_IN_MEMORY` bytes of them are held, then go to temporary
-files too. Every file is served at
+files stay in memory until :data:`MAX_IN_MEMORY` bytes of them are held; later ones are
+appended to one temporary file, the test's arena (one descriptor for all; the bodies over
+4 MiB that arrive in their own temporary files are at most ``max_file_bytes`` / 4 MiB). Arena
+bytes are freed only at reset, so they stay counted when their file is replaced. Every file is served at
 ``/fal/files/<id>/<name>`` (:func:`~._urls.file_url`) except generated media
 (``/fal/files/generated/<spec>/<name>``, made on demand by :mod:`._media`).
 """
@@ -26,7 +28,7 @@ from typing import Any, ContextManager, Iterable, Literal, Optional
 from urllib.parse import unquote
 
 from ._blob import EMPTY as EMPTY_BLOB
-from ._blob import Blob, JoinedBlob, PathBlob, spilled
+from ._blob import Arena, ArenaSlice, Blob, JoinedBlob, PathBlob
 
 FileKey = tuple[str, str]
 Source = Literal["upload", "added", "generated", "recorded"]
@@ -184,6 +186,8 @@ class FileStore:
         self._count = 0
         self._bytes = 0
         self._memory = 0
+        #: Where small files go once MAX_IN_MEMORY bytes of them are in memory.
+        self._arena = Arena()
 
     # -- the bound ------------------------------------------------------------------------
     def _charge(self, blobs: Iterable[Blob], what: str, freed: Iterable[Blob] = ()) -> None:
@@ -191,7 +195,7 @@ class FileStore:
         :class:`StoreFull` when that would pass a bound."""
         added, gone = list(blobs), list(freed)
         count = self._count + len(added) - len(gone)
-        size = self._bytes + sum(b.size for b in added) - sum(b.size for b in gone)
+        size = self._bytes + sum(b.size for b in added) - sum(_freed_bytes(b) for b in gone)
         if count > self.max_files or size > self.max_bytes:
             raise StoreFull(
                 f"fal_mock holds {self._count:,} files of {self._bytes:,} bytes for this test: {what} "
@@ -203,10 +207,10 @@ class FileStore:
         self._memory += sum(b.memory for b in added) - sum(b.memory for b in gone)
 
     def spill(self, blob: Blob) -> Blob:
-        """``blob``, or a copy in a temporary file once :data:`MAX_IN_MEMORY` bytes of per-test
+        """``blob``, or a copy in the test's arena once :data:`MAX_IN_MEMORY` bytes of per-test
         files are in memory (call without the lock: it may write to disk)."""
         if blob.memory and self._memory + blob.memory > MAX_IN_MEMORY:
-            return spilled(blob)
+            return self._arena.add(blob)
         return blob
 
     # -- files --------------------------------------------------------------------------
@@ -304,15 +308,16 @@ class FileStore:
                 return None
             order = _check_parts(listed, upload)
             del self._multipart[upload_id]
-            freed = [EMPTY_BLOB, *(blob for _, blob in upload.parts.values())]
             chosen = [upload.parts.pop(number)[1] for number in order]
-            joined = JoinedBlob(chosen)
-            # the upload and its parts become one file: it takes no more than they held
-            self._charge([joined], "the assembled upload", freed)
-            entry = FileEntry(key, joined, upload.content_type, "upload", upload.url, "multipart")
+            unlisted = [blob for _, blob in upload.parts.values()]  # dropped, as S3 does
+            # the upload and its listed parts become one file (their bytes stay where they are)
+            self._count -= len(chosen) + len(unlisted)
+            self._bytes -= sum(_freed_bytes(blob) for blob in unlisted)
+            self._memory -= sum(blob.memory for blob in unlisted)
+            entry = FileEntry(key, JoinedBlob(chosen), upload.content_type, "upload", upload.url, "multipart")
             self._test.pop(key, None)
             self._test[key] = entry
-        upload.close()  # parts uploaded but not listed are dropped, as S3 does
+        upload.close()
         return entry
 
     # -- reset --------------------------------------------------------------------------
@@ -325,10 +330,21 @@ class FileStore:
             self._multipart.clear()
             self._issued.clear()
             self._count = self._bytes = self._memory = 0
+            arena, self._arena = self._arena, Arena()
+        arena.close()
         for entry in entries:
             entry.blob.close()
         for upload in uploads:
             upload.close()
+
+
+def _freed_bytes(blob: Blob) -> int:
+    """The bytes closing ``blob`` gives back: none for arena slices (freed at reset only)."""
+    if isinstance(blob, ArenaSlice):
+        return 0
+    if isinstance(blob, JoinedBlob):
+        return sum(_freed_bytes(part) for part in blob.parts)
+    return blob.size
 
 
 def _check_parts(listed: Any, upload: MultipartUpload) -> list[int]:

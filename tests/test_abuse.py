@@ -145,7 +145,9 @@ def test_names_and_content_types_sent_to_be_kept_are_bounded() -> None:
         assert (kept.file_name, kept.content_type) == (name, "application/octet-stream")
 
 
-def test_small_files_leave_memory_once_enough_of_them_are_held(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_small_files_leave_memory_once_enough_are_held_and_share_one_descriptor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(_files, "MAX_IN_MEMORY", 2 * KiB)
     with FalMock() as mock:
         sent = [os.urandom(KiB) for _ in range(4)]
@@ -155,6 +157,26 @@ def test_small_files_leave_memory_once_enough_of_them_are_held(monkeypatch: pyte
         assert [u.data for u in kept] == sent
         assert [u._blob.in_memory for u in kept] == [True, True, False, False]
         assert [http("GET", u.url).body for u in kept] == sent
+        descriptors = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+        for _ in range(200):  # a page sending many small files cannot use up the descriptors
+            assert upload(mock, b"s" * KiB).status == 200
+        if descriptors is not None:
+            assert len(os.listdir("/proc/self/fd")) <= descriptors + 2
+        mock.reset()
+        assert upload(mock, b"after").status == 200  # a fresh arena for the next test
+
+
+def test_a_part_sent_again_into_the_arena_stays_counted_until_the_reset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_files, "MAX_IN_MEMORY", 0)  # every small file goes to the arena
+    with bounded(max_file_bytes=10 * KiB) as mock:
+        started = http("POST", f"{mock.url}/rest/storage/upload/initiate-multipart", {"file_name": "a.bin"})
+        part = f"{started.json['upload_url']}/1"
+        statuses = [http("PUT", part, raw=b"p" * 3 * KiB).status for _ in range(4)]
+        assert statuses == [200, 200, 200, 507]  # the arena never shrinks, so neither does the count
+        mock.reset()
+        assert upload(mock, b"x" * 9 * KiB).status == 200
 
 
 # -- generated media: only what a stub hands out, made once ------------------------------------------
