@@ -33,6 +33,7 @@ from ._settings import Settings
 from ._storage import Storage
 from ._stores import Stores
 from ._stubs import Kind, RenderContext, Stub
+from ._webhooks import page_refusal
 
 #: Seconds a streamed status waits between polls while a job's latency runs (real time; under
 #: virtual time the stream moves the clock to the job's completion instead).
@@ -161,8 +162,7 @@ class Engine:
     def _journal(
         self, request: FalRequest, unmatched: Optional[UnmatchedRequest] = None, input_cost: int = 0
     ) -> None:
-        """Journal ``request`` (body cut to ``journal_body``), counting against ``max_journal_bytes``
-        its head twice (headers; path and query), body prefix and ``input_cost``."""
+        """Journal ``request`` (body cut to ``journal_body``); it counts against ``max_journal_bytes``."""
         limit = self.settings().journal_body
         if len(request.body) > limit:  # a realtime message: its bytes came whole
             request = dataclasses.replace(request, body=request.body[:limit])
@@ -270,6 +270,7 @@ class Engine:
             result_headers=headers,
             latency=latency,
             webhook_url=op.query.get("fal_webhook") or None,
+            webhook_refused=page_refusal(op.headers) if "fal_webhook" in op.query else None,
         )
         self.stores.add_job(job)
         if job.done:

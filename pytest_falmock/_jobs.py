@@ -62,6 +62,8 @@ class Job:
     result_headers: dict[str, str] = field(default_factory=dict)
     latency: float = 0.0
     webhook_url: Optional[str] = None
+    #: Why the webhook is not sent, whatever its URL (it was asked for by another site's page).
+    webhook_refused: Optional[str] = None
     submitted_at: float = field(init=False)
     polls: int = 0
     state: str = IN_QUEUE

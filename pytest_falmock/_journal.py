@@ -159,7 +159,8 @@ class WebhookDelivery:
     """One webhook the mock delivered, or refused to deliver (``fal_mock.webhooks``).
 
     ``outcome`` is ``"delivered"`` (``status_code`` set), ``"failed"`` (``error`` set) or
-    ``"blocked"`` (a non-loopback URL while remote webhooks are not allowed). ``headers`` and
+    ``"blocked"`` (a non-loopback URL while remote webhooks are not allowed, or a submit another
+    site's web page made; ``error`` says which). ``headers`` and
     ``data`` are what was sent (the signature headers, the exact body bytes they sign); empty
     when nothing was sent, and left out of ``==``.
     """

@@ -2,7 +2,9 @@
 
 Deliveries run on background threads, signed as fal signs them (:mod:`._signing`); only
 loopback URLs (``localhost`` and loopback addresses) are contacted unless remote webhooks are
-allowed, and redirects are never followed (a 3xx is the delivery's status). Every attempt (or
+allowed, never for a submit another site's web page made (a page could otherwise make the
+mock POST JSON to any local service), and redirects are never followed (a 3xx is the
+delivery's status). Every attempt (or
 refusal) is recorded in ``fal_mock.webhooks``.
 """
 
@@ -12,13 +14,13 @@ import json
 import threading
 import time
 import urllib.request
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
 from ._constants import CANCELLED_MESSAGE
 from ._jobs import Job
 from ._journal import WebhookDelivery
-from ._net import fetch, is_loopback
+from ._net import fetch, foreign_page, is_loopback
 from ._settings import Settings
 from ._signing import WebhookSigner
 from ._stores import Stores
@@ -29,6 +31,13 @@ DELIVERY_TIMEOUT = 5.0
 DRAIN_TIMEOUT = 2 * DELIVERY_TIMEOUT + 1.0
 #: Deliveries under way at once (one thread each); more are recorded as failed, not started.
 MAX_IN_FLIGHT = 256
+
+
+def page_refusal(headers: Mapping[str, str]) -> Optional[str]:
+    """Why the webhook of a submit with these headers is not sent: another site's page made it
+    (the mock would POST JSON, which that page cannot send itself, to a URL it picked)."""
+    page = foreign_page(headers)
+    return None if page is None else f"asked for by {page}: fal_mock sends no request for another site"
 
 
 def webhook_body(job: Job) -> dict[str, Any]:
@@ -84,6 +93,11 @@ class WebhookSender:
                 WebhookDelivery(
                     url, job.request_id, body, "failed", error=f"unsupported URL scheme {scheme!r}"
                 )
+            )
+            return
+        if job.webhook_refused is not None:
+            self._stores.add_webhook(
+                WebhookDelivery(url, job.request_id, body, "blocked", error=job.webhook_refused)
             )
             return
         if not self._settings().allow_remote_webhooks and not is_loopback(url):

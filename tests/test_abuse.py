@@ -23,6 +23,7 @@ import msgpack
 import pytest
 from fake_fal_upstream import FakeFal
 from httpclient import http
+from pytest_httpserver import HTTPServer
 from rawhttp import exchange, read_until_close, request
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -388,6 +389,30 @@ def test_webhooks_to_a_receiver_that_never_answers_cannot_pile_up_threads(
         assert [d.outcome for d in deliveries] == ["failed"] * 4
         assert errors[:2] == ["2 webhook deliveries were under way already; this one was not sent"] * 2
         assert all(e.startswith("TimeoutError") for e in errors[2:])  # only two were ever started
+
+
+def test_a_page_on_another_site_cannot_make_the_mock_post_to_local_services(receiver: HTTPServer) -> None:
+    """A page can POST ``text/plain`` to 127.0.0.1 itself, but not JSON: a webhook would do it
+    for the page, to any local port and path it picks."""
+    hook = receiver.url_for("/hook")
+    with FalMock() as mock:
+        mock.on_queue(FLUX, {"ok": 1})
+        pages = [{"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}]
+        for headers in [*pages, {"Origin": "http://localhost:3000"}]:  # a page on this machine may
+            page = {**headers, "Content-Type": "text/plain"}
+            assert (
+                http("POST", f"{mock.url}/queue/{FLUX}?fal_webhook={hook}", raw=b"{}", headers=page).status
+                == 200
+            )
+
+        deliveries = mock.webhooks
+
+    assert [d.outcome for d in deliveries] == ["blocked", "blocked", "delivered"]
+    assert deliveries[0].error == (
+        "asked for by the web page at Origin 'https://evil.example': "
+        "fal_mock sends no request for another site"
+    )
+    assert len(receiver.log) == 1
 
 
 # -- the guard: a page cannot fail the tests -----------------------------------------------------------
