@@ -165,6 +165,8 @@ def parse_entry(entry: Any, where: str, base: Optional[Path] = None) -> Stub:
         raise _fail(f"{where}.response.error_type", f"expected a string, got {error_type!r}")
     media = _media(entry.get("media"), f"{where}.media", base)
     body = response["json"] if events is None else (events[-1] if events else None)
+    if error_type is not None and status >= 400 and isinstance(body, dict) and "error_type" not in body:
+        body = {**body, "error_type": error_type}  # every error body carries its error_type, as fal's do
     try:
         return make_stub(
             model,

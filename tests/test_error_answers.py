@@ -178,6 +178,31 @@ def test_fixture_file_response_headers(call: Http) -> None:
     assert answer.headers["Retry-After"] == "0"
 
 
+def test_a_fixture_file_error_body_carries_its_error_type(call: Http) -> None:
+    entries = [
+        {
+            "match": {"model": SDXL},
+            "response": {"json": {"detail": "Busy"}, "status": 503, "error_type": "runner_disconnected"},
+        },
+        {
+            "match": {"model": FLUX},
+            "response": {"json": {"detail": "x", "error_type": "own"}, "status": 500, "error_type": "other"},
+        },
+    ]
+    with FalMock() as mock:
+        mock.add_fixture_document({"fixtures": entries})
+
+        run = call("POST", f"{mock.url}/run/{SDXL}", {})
+        kept = call("POST", f"{mock.url}/run/{FLUX}", {})
+        envelope = call("POST", f"{mock.url}/queue/{SDXL}", {}).json
+        result = call("GET", envelope["response_url"])
+
+    assert (run.status, run.json) == (503, {"detail": "Busy", "error_type": "runner_disconnected"})
+    assert run.headers["x-fal-error-type"] == "runner_disconnected"
+    assert kept.json == {"detail": "x", "error_type": "own"}  # a body's own error_type is kept
+    assert (result.status, result.json) == (503, {"detail": "Busy", "error_type": "runner_disconnected"})
+
+
 @pytest.mark.parametrize(
     ("response", "message"),
     [

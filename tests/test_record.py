@@ -151,7 +151,9 @@ def test_upstream_4xx_result_is_recorded_and_replayed_as_an_error_job(
     assert status["status"] == "COMPLETED"
     assert status["error_type"] == "validation_error"
     result = http("GET", envelope["response_url"])
-    assert (result.status, result.json) == (422, {"detail": VALIDATION})
+    # the file keeps fal's body as sent; every error answer carries its error_type in the body
+    replayed = {"detail": VALIDATION, "error_type": "validation_error"}
+    assert (result.status, result.json) == (422, replayed)
     assert document(target)["fixtures"] == [
         {
             "match": {"endpoint": "fal", "input": {"prompt": "long"}, "model": "fake/error"},
@@ -165,7 +167,7 @@ def test_upstream_4xx_result_is_recorded_and_replayed_as_an_error_job(
         assert http("GET", again["status_url"]).json["error_type"] == "validation_error"
         assert http("GET", again["response_url"]).status == 422
         run = http("POST", f"{replay.url}/run/fake/error", {"prompt": "long"})
-        assert (run.status, run.json) == (422, {"detail": VALIDATION})
+        assert (run.status, run.json) == (422, replayed)
     assert fake.requests == []
 
 
