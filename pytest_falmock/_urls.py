@@ -7,6 +7,7 @@ one (submit envelopes, file URLs, the CDN base, the ``fal_client`` redirect) ask
 from __future__ import annotations
 
 from typing import Final, Literal
+from urllib.parse import quote
 
 from ._constants import NAMESPACES
 
@@ -61,8 +62,9 @@ def job_url(base_url: str, model: str, request_id: str) -> str:
 
 
 def file_url(base_url: str, file_id: str, name: str) -> str:
-    """Where a stored file is served (and, for the storage flow, uploaded with ``PUT``)."""
-    return f"{service_url(base_url, 'files')}/{file_id}/{name}"
+    """Where a stored file is served (and, for the storage flow, uploaded with ``PUT``); the name
+    is percent-encoded (routing decodes the path back to it)."""
+    return f"{service_url(base_url, 'files')}/{file_id}/{quote(name, safe='')}"
 
 
 def jwks_url(base_url: str) -> str:

@@ -81,6 +81,18 @@ def test_upload_to_the_fal_repository_initiates_then_puts(fal_mock: FalMock, cal
     assert (served.body, served.headers["Content-Type"]) == (b"\x00\x01binary", "application/octet-stream")
 
 
+@pytest.mark.parametrize("repository", ["fal_v3", "fal"])
+def test_a_file_name_that_is_not_url_safe_is_served_at_its_url(
+    fal_mock: FalMock, call: Http, repository: str
+) -> None:
+    url = fal_client.upload(b"odd name", "text/plain", file_name="100% réel? #1.txt", repository=repository)
+
+    assert url.endswith("/100%25%20r%C3%A9el_%20_1.txt")  # "?" and "#" are not kept in a name
+    served = call("GET", url)
+    assert (served.status, served.body) == (200, b"odd name")
+    assert [(u.url, u.file_name) for u in fal_mock.uploads] == [(url, "100% réel_ _1.txt")]
+
+
 @pytest.mark.skipif(
     not hasattr(fal_client, "StorageSettings"), reason="upload lifecycle= arrived after fal-client 0.13"
 )
