@@ -3,10 +3,11 @@ served by the mock on replay, with the upstream gone."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 from fake_fal_upstream import FakeFal
@@ -15,9 +16,6 @@ from inner_runs import QUIET
 
 from pytest_falmock import FalMock, FixtureFileError
 from pytest_falmock._media import png, video_sample
-from pytest_falmock._record import recorder_for
-from pytest_falmock._secrets import Credentials
-from pytest_falmock._settings import Settings, record_settings
 
 KEY = "fk-media-0123456789:media-secret-abcdefgh"
 PNG = png(8, 8, (200, 10, 10))
@@ -26,34 +24,9 @@ Make = Callable[..., FalMock]
 
 
 @pytest.fixture
-def target(tmp_path: Path) -> Path:
-    return tmp_path / "fixtures" / "fal.json"
-
-
-@pytest.fixture
-def make(fake: FakeFal, target: Path) -> Iterator[Make]:
-    """``make(mode="new", media_max=...)``: a started FalMock recording from ``fake`` to ``target``."""
-    mocks: list[FalMock] = []
-
-    def build(mode: str = "new", media_max: int = 50 * 1024 * 1024) -> FalMock:
-        record = record_settings(
-            mode,
-            [target],
-            fake.url,
-            where="test",
-            fixtures_option="--fal-fixtures",
-            credentials=Credentials.from_env({"FAL_KEY": KEY}),
-            media_max=media_max,
-        )
-        mock = FalMock(settings=Settings(record=record), upstream=recorder_for(record))
-        if target.exists():
-            mock.load_fixtures(target)
-        mocks.append(mock.start())
-        return mock
-
-    yield build
-    for mock in mocks:
-        mock.stop()
+def make(make: Make) -> Make:
+    """conftest's recording mock with this module's key: ``make(mode="new", media_max=...)``."""
+    return functools.partial(make, key=KEY)
 
 
 def sha(data: bytes) -> str:
